@@ -1,0 +1,43 @@
+# airflow-provider-b24: developer commands. `make test` is what CI runs (twice: current and floor Airflow).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+AIRFLOW_VERSION ?= 3.3.2
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
+PYTEST_ARGS ?=
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install lint format typecheck test test-fast demo bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,bench]"
+	@rm -f $(VENV)/.installed-airflow-*
+	@touch $@
+
+## install: create $(VENV) (if missing) and install the provider with its test and bench extras
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+## test: lint, type-check and run the whole pytest suite (unit, emulator, e2e DAG runs, UI)
+test: lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: the suite without the slow end-to-end and browser tests
+test-fast: install
+	$(PY) -m pytest -m "not e2e and not ui" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,0 +1,75 @@
+"""Legacy (Airflow 3.1) connection-form widgets, derived from the declarative ``CONN_FIELDS``.
+
+Airflow >= 3.2 reads ``conn-fields`` from provider info and never calls these; Airflow 3.1's UI
+imports the hook and calls them. Deriving both from one table keeps them identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_b24.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+
+
+def _widget_kind(schema: dict[str, Any]) -> str:
+    """Map a JSON-schema field to the wtforms field class Airflow 3.1 allows."""
+    if schema.get("format") == "password":
+        return "PasswordField"
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
+    if "integer" in types:
+        return "IntegerField"
+    if "boolean" in types:
+        return "BooleanField"
+    return "StringField"
+
+
+def legacy_widget_spec() -> dict[str, tuple[str, str, str | None]]:
+    """``{field: (wtforms class name, label, description)}`` for every declarative field."""
+    return {
+        name: (_widget_kind(field["schema"]), field["label"], field.get("description"))
+        for name, field in CONN_FIELDS.items()
+    }
+
+
+def get_connection_form_widgets() -> dict[str, Any]:
+    """Build the wtforms widgets lazily: flask_appbuilder and wtforms may be absent."""
+    from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found]
+        BS3PasswordFieldWidget,
+        BS3TextFieldWidget,
+    )
+    from flask_babel import lazy_gettext  # type: ignore[import-not-found]
+    from wtforms import (  # type: ignore[import-not-found]
+        BooleanField,
+        IntegerField,
+        PasswordField,
+        StringField,
+    )
+    from wtforms.validators import Optional  # type: ignore[import-not-found]
+
+    classes = {
+        "StringField": StringField,
+        "PasswordField": PasswordField,
+        "IntegerField": IntegerField,
+        "BooleanField": BooleanField,
+    }
+    widgets: dict[str, Any] = {}
+    for name, (kind, label, description) in legacy_widget_spec().items():
+        kwargs: dict[str, Any] = {"description": description or ""}
+        if kind == "PasswordField":
+            kwargs["widget"] = BS3PasswordFieldWidget()
+        elif kind in ("StringField", "IntegerField"):
+            kwargs["widget"] = BS3TextFieldWidget()
+        if kind == "IntegerField":
+            kwargs["validators"] = [Optional(strip_whitespace=True)]
+        widgets[name] = classes[kind](lazy_gettext(label), **kwargs)
+    return widgets
+
+
+def get_ui_field_behaviour() -> dict[str, Any]:
+    """The legacy snake_case twin of the declarative ``ui-field-behaviour``."""
+    return {
+        "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+        "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+        "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+    }

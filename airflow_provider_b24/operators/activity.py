@@ -1,0 +1,3 @@
+"""Operators for Bitrix24 CRM activities (``crm.activity.*``)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Sensors for Bitrix24 CRM activities."""
+
+from __future__ import annotations
