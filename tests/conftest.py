@@ -13,7 +13,6 @@ from pathlib import Path
 _HOME = Path(tempfile.mkdtemp(prefix="b24-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "tests" / "data"  # copies of ../shared/samples (documented payloads)
