@@ -26,7 +26,7 @@ except ImportError:  # Airflow 3.1
 try:  # Airflow >= 3.2
     from airflow.sdk import conf
 except ImportError:  # Airflow 3.1
-    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
 __all__ = [
     "AirflowException",

@@ -45,7 +45,7 @@ def get_connection_form_widgets() -> dict[str, Any]:
         PasswordField,
         StringField,
     )
-    from wtforms.validators import Optional  # type: ignore[import-not-found]
+    from wtforms.validators import Optional, any_of  # type: ignore[import-not-found]
 
     classes = {
         "StringField": StringField,
@@ -55,13 +55,17 @@ def get_connection_form_widgets() -> dict[str, Any]:
     }
     widgets: dict[str, Any] = {}
     for name, (kind, label, description) in legacy_widget_spec().items():
-        kwargs: dict[str, Any] = {"description": description or ""}
+        schema = CONN_FIELDS[name]["schema"]
+        validators: list[Any] = [Optional(strip_whitespace=True)]
+        if "enum" in schema:
+            validators.append(any_of(schema["enum"]))
+        kwargs: dict[str, Any] = {"description": description or "", "validators": validators}
+        if "default" in schema:
+            kwargs["default"] = schema["default"]
         if kind == "PasswordField":
             kwargs["widget"] = BS3PasswordFieldWidget()
         elif kind in ("StringField", "IntegerField"):
             kwargs["widget"] = BS3TextFieldWidget()
-        if kind == "IntegerField":
-            kwargs["validators"] = [Optional(strip_whitespace=True)]
         widgets[name] = classes[kind](lazy_gettext(label), **kwargs)
     return widgets
 

@@ -33,7 +33,9 @@ def _deserialize(raw: Any) -> Any:
     return deserialize(value)
 
 
-def base_env(home: Path, dags_folder: Path | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def base_env(
+    home: Path, dags_folder: Path | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Environment for an Airflow subprocess: our own AIRFLOW_HOME, SQLite, no examples."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
     env.update(
@@ -171,7 +173,12 @@ def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite metadata DB, made once per session."""
     home = tmp_path_factory.mktemp("airflow-template")
     proc = subprocess.run(
-        [AIRFLOW, "db", "migrate"], env=base_env(home), capture_output=True, text=True, timeout=300, check=False
+        [AIRFLOW, "db", "migrate"],
+        env=base_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return home / "airflow.db"

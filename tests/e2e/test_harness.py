@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-DAG = '''
+DAG = """
 from __future__ import annotations
 from decimal import Decimal
 import pendulum
@@ -29,7 +29,7 @@ def harness_probe():
     consume(produce())
 
 harness_probe()
-'''
+"""
 
 
 def test_dags_test_runs_and_xcom_round_trips(airflow_runner, tmp_path: Path) -> None:
