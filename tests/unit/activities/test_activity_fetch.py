@@ -1,0 +1,317 @@
+"""fetch_activities against a small in-memory fake of the client's ``batch`` contract.
+
+The fake follows docs/architecture.md: ``batch({key: (method, params)}) -> BatchResult`` with
+``.results``, ``.errors`` and ``.requests`` (≤50 commands per HTTP request, split in order). Real HTTP
+against the emulator is covered in tests/integration/test_operator_emulator.py.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_provider_b24.activities import (
+    FetchProgress,
+    FetchStrategy,
+    InvalidActivityIds,
+    InvalidSelect,
+    coerce_select,
+    fetch_activities,
+)
+from airflow_provider_b24.client.errors import (
+    Bitrix24AccessDenied,
+    Bitrix24AuthError,
+    Bitrix24BadRequest,
+    Bitrix24Error,
+    Bitrix24InsufficientScope,
+    Bitrix24MethodNotFound,
+    Bitrix24NotFound,
+    Bitrix24RateLimited,
+)
+
+SELECT_ONLY = {"COMMUNICATIONS", "FILES", "BINDINGS", "WEBDAV_ELEMENTS", "STORAGE_ELEMENT_IDS"}
+
+
+@dataclass
+class FakeBatchResult:
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    next: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+
+def _row(activity_id: int) -> dict[str, Any]:
+    # START_TIME decreases as the ID grows, so the portal's default order (START_TIME ASC) is the
+    # reverse of ID order: results must be put back in input order by the fetcher.
+    return {
+        "ID": str(activity_id),
+        "SUBJECT": f"Activity {activity_id}",
+        "START_TIME": f"{2030 - activity_id % 1000:04d}-01-01T00:00:00+03:00",
+        "COMPLETED": "N",
+        "SETTINGS": [],
+        "COMMUNICATIONS": [{"ID": str(activity_id * 10), "TYPE": "PHONE", "VALUE": "+1"}],
+    }
+
+
+class FakeClient:
+    """Serves crm.activity.list (@ID filter) and crm.activity.get like a portal would."""
+
+    def __init__(self, ids: range | list[int], *, hidden: set[int] | None = None) -> None:
+        self.rows = {i: _row(i) for i in ids}
+        self.hidden = hidden or set()
+        self.batches: list[dict[str, tuple[str, Mapping[str, Any]]]] = []
+        self.requests = 0
+        self.command_errors: dict[str, Exception] = {}
+        self.stats = SimpleNamespace(limiter_wait_s=0.0)
+
+    def _visible(self, activity_id: int) -> bool:
+        return activity_id in self.rows and activity_id not in self.hidden
+
+    def _select(self, row: dict[str, Any], select: list[str]) -> dict[str, Any]:
+        if "*" in select:
+            return {k: v for k, v in row.items() if k not in SELECT_ONLY or k in select}
+        return {k: v for k, v in row.items() if k in select}
+
+    def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False) -> Any:
+        self.batches.append(dict(commands))
+        used = max(1, math.ceil(len(commands) / 50))
+        self.requests += used
+        self.stats.limiter_wait_s += 0.5 * used
+        out = FakeBatchResult(requests=used)
+        for key, (method, params) in commands.items():
+            if key in self.command_errors:
+                out.errors[key] = self.command_errors[key]
+            elif method == "crm.activity.list":
+                wanted = params["filter"]["@ID"]
+                rows = [self._select(self.rows[i], params["select"]) for i in wanted if self._visible(i)]
+                rows.sort(key=lambda r: self.rows[int(r["ID"])]["START_TIME"])
+                out.results[key] = rows[:50]
+            elif method == "crm.activity.get":
+                activity_id = params["id"]
+                if activity_id in self.hidden:
+                    out.errors[key] = Bitrix24AccessDenied("Access denied.", method=method)
+                elif activity_id not in self.rows:
+                    out.errors[key] = Bitrix24NotFound("Not found", method=method)
+                else:
+                    out.results[key] = self._select(self.rows[activity_id], ["*"])
+            else:  # pragma: no cover
+                raise AssertionError(method)
+        return out
+
+
+class TestListStrategy:
+    @pytest.mark.parametrize(
+        ("n", "requests", "commands"),
+        [(1, 1, 1), (50, 1, 1), (51, 1, 2), (2500, 1, 50), (2501, 2, 51), (10000, 4, 200)],
+    )
+    def test_request_counts(self, n: int, requests: int, commands: int) -> None:
+        client = FakeClient(range(1, n + 1))
+        result = fetch_activities(client, list(range(1, n + 1)))
+        assert result.requests == client.requests == requests == math.ceil(n / 2500)
+        assert sum(len(b) for b in client.batches) == commands
+        assert all(len(b) <= 50 for b in client.batches)
+        assert len(result.activities) == n
+        assert result.missing_ids == []
+        assert result.strategy is FetchStrategy.LIST
+
+    def test_command_shape(self) -> None:
+        client = FakeClient(range(1, 121))
+        fetch_activities(client, list(range(1, 121)))
+        (batch,) = client.batches
+        assert list(batch) == ["ids0", "ids1", "ids2"]
+        for number, (method, params) in enumerate(batch.values()):
+            assert method == "crm.activity.list"
+            assert params == {
+                "filter": {"@ID": list(range(1 + 50 * number, min(121, 51 + 50 * number)))},
+                "select": ["*"],
+                "start": -1,
+            }
+
+    def test_input_order_is_kept(self) -> None:
+        ids = list(range(1, 301))
+        random.Random(7).shuffle(ids)
+        client = FakeClient(range(1, 301))
+        result = fetch_activities(client, ids)
+        assert [int(r["ID"]) for r in result.activities] == ids
+
+    def test_duplicates_are_fetched_once(self) -> None:
+        client = FakeClient(range(1, 10))
+        result = fetch_activities(client, [3, 1, 3, "1", {"ID": "2"}, 3])
+        assert [int(r["ID"]) for r in result.activities] == [3, 1, 2]
+        (batch,) = client.batches
+        assert batch["ids0"][1]["filter"]["@ID"] == [3, 1, 2]
+
+    def test_missing_ids_in_input_order(self) -> None:
+        client = FakeClient(range(1, 100), hidden={7, 3})
+        result = fetch_activities(client, [200, 7, 1, 3, 150, 2])
+        assert [int(r["ID"]) for r in result.activities] == [1, 2]
+        assert result.missing_ids == [200, 7, 3, 150]
+        assert result.errors == {}  # the list cannot tell deleted from not visible
+
+    def test_rows_are_raw(self) -> None:
+        result = fetch_activities(FakeClient([5]), [5])
+        assert result.activities[0]["ID"] == "5"
+        assert result.activities[0]["SETTINGS"] == []
+
+    @pytest.mark.parametrize(
+        ("select", "sent"),
+        [
+            (None, ["*"]),
+            (["COMMUNICATIONS"], ["*", "COMMUNICATIONS"]),
+            (["*", "FILES", "COMMUNICATIONS"], ["*", "FILES", "COMMUNICATIONS"]),
+            (["SUBJECT"], ["ID", "SUBJECT"]),
+            ("communications", ["*", "COMMUNICATIONS"]),
+        ],
+    )
+    def test_select(self, select: Any, sent: list[str]) -> None:
+        client = FakeClient([5])
+        result = fetch_activities(client, [5], select=select)
+        assert client.batches[0]["ids0"][1]["select"] == sent
+        assert ("COMMUNICATIONS" in result.activities[0]) == ("COMMUNICATIONS" in sent)
+
+    def test_list_command_error_is_raised(self) -> None:
+        client = FakeClient(range(1, 200))
+        client.command_errors["ids1"] = Bitrix24AccessDenied("Access denied.", method="crm.activity.list")
+        with pytest.raises(Bitrix24AccessDenied):
+            fetch_activities(client, list(range(1, 200)))
+
+    def test_rows_keyed_by_position_and_unrequested_rows(self) -> None:
+        class Odd(FakeClient):
+            def batch(self, commands: Any, *, halt: bool = False) -> Any:
+                out = super().batch(commands, halt=halt)
+                out.results["ids0"] = {str(i): row for i, row in enumerate([*out.results["ids0"], _row(999)])}
+                return out
+
+        result = fetch_activities(Odd(range(1, 5)), [4, 2])
+        assert [r["ID"] for r in result.activities] == ["4", "2"]
+
+
+class TestGetStrategy:
+    @pytest.mark.parametrize(("n", "requests"), [(1, 1), (50, 1), (51, 2), (120, 3)])
+    def test_request_counts(self, n: int, requests: int) -> None:
+        client = FakeClient(range(1, n + 1))
+        result = fetch_activities(client, list(range(1, n + 1)), strategy="get")
+        assert result.requests == requests
+        assert [len(b) for b in client.batches] == [min(50, n - 50 * i) for i in range(requests)]
+        assert all(method == "crm.activity.get" for b in client.batches for method, _ in b.values())
+        assert len(result.activities) == n
+
+    def test_bad_id_error_is_per_id(self) -> None:
+        client = FakeClient(range(1, 5))
+        client.command_errors["id2"] = Bitrix24BadRequest("ID is not defined or invalid.")
+        result = fetch_activities(client, [1, 2], strategy="get")
+        assert result.missing_ids == [2]
+        assert isinstance(result.errors[2], Bitrix24BadRequest)
+
+    def test_exact_per_id_errors(self) -> None:
+        client = FakeClient(range(1, 10), hidden={4})
+        result = fetch_activities(client, [1, 4, 77, 2], strategy=FetchStrategy.GET)
+        assert [r["ID"] for r in result.activities] == ["1", "2"]
+        assert result.missing_ids == [4, 77]
+        assert isinstance(result.errors[4], Bitrix24AccessDenied)
+        assert isinstance(result.errors[77], Bitrix24NotFound)
+
+    def test_select_projects_plain_fields(self) -> None:
+        result = fetch_activities(FakeClient([3]), [3], strategy="get", select=["SUBJECT"])
+        assert result.activities == [{"ID": "3", "SUBJECT": "Activity 3"}]
+
+    def test_select_only_fields_are_refused_before_any_request(self) -> None:
+        client = FakeClient([3])
+        with pytest.raises(InvalidSelect, match="strategy='list'"):
+            fetch_activities(client, [3], strategy="get", select=["COMMUNICATIONS"])
+        assert client.requests == 0
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            Bitrix24AuthError("Invalid request credentials", code="INVALID_CREDENTIALS"),
+            Bitrix24InsufficientScope("scope", code="insufficient_scope"),
+            Bitrix24RateLimited("Too many requests", code="QUERY_LIMIT_EXCEEDED"),
+            Bitrix24MethodNotFound("Method not found!", code="ERROR_METHOD_NOT_FOUND"),
+            RuntimeError("boom"),
+        ],
+    )
+    def test_whole_call_errors_are_raised(self, error: Exception) -> None:
+        client = FakeClient(range(1, 5))
+        client.command_errors["id2"] = error
+        with pytest.raises(type(error)):
+            fetch_activities(client, [1, 2], strategy="get")
+
+
+class TestGeneral:
+    def test_invalid_ids_fail_before_any_request(self) -> None:
+        client = FakeClient([1])
+        with pytest.raises(InvalidActivityIds, match="position 1"):
+            fetch_activities(client, [1, "abc"])
+        assert client.requests == 0
+
+    @pytest.mark.parametrize("ids", [[], "", "[]", ()])
+    def test_empty_makes_no_request(self, ids: Any) -> None:
+        client = FakeClient([1])
+        result = fetch_activities(client, ids)
+        assert (result.activities, result.missing_ids, result.requests) == ([], [], 0)
+        assert client.requests == 0
+
+    def test_unknown_strategy(self) -> None:
+        with pytest.raises(ValueError, match="strategy must be one of 'list', 'get'"):
+            fetch_activities(FakeClient([1]), [1], strategy="bulk")
+
+    def test_progress_per_request(self) -> None:
+        seen: list[FetchProgress] = []
+        client = FakeClient(range(1, 6001))
+        result = fetch_activities(client, list(range(1, 6001)), progress=seen.append)
+        assert [(p.done, p.total, p.found, p.requests) for p in seen] == [
+            (2500, 6000, 2500, 1),
+            (5000, 6000, 5000, 2),
+            (6000, 6000, 6000, 3),
+        ]
+        assert [p.limiter_wait_s for p in seen] == [0.5, 1.0, 1.5]
+        assert result.limiter_wait_s == 1.5
+        assert all(p.elapsed_s >= 0 for p in seen)
+
+    def test_client_without_stats(self) -> None:
+        class Bare:
+            def __init__(self) -> None:
+                self.inner = FakeClient([1])
+
+            def batch(self, commands: Any, *, halt: bool = False) -> Any:
+                return self.inner.batch(commands, halt=halt)
+
+        assert fetch_activities(Bare(), [1]).limiter_wait_s == 0.0
+
+    def test_errors_are_bitrix24_errors(self) -> None:
+        client = FakeClient([])
+        result = fetch_activities(client, [1], strategy="get")
+        assert isinstance(result.errors[1], Bitrix24Error)
+
+
+class TestCoerceSelect:
+    @pytest.mark.parametrize(
+        ("select", "expected"),
+        [
+            (None, ["*"]),
+            ([], ["*"]),
+            (["*"], ["*"]),
+            (["communications", "files"], ["*", "COMMUNICATIONS", "FILES"]),
+            (["ID", "SUBJECT"], ["ID", "SUBJECT"]),
+            (["SUBJECT", "subject"], ["ID", "SUBJECT"]),
+            (["SUBJECT", "COMMUNICATIONS"], ["ID", "SUBJECT", "COMMUNICATIONS"]),
+            ("['COMMUNICATIONS']", ["*", "COMMUNICATIONS"]),
+            ("SUBJECT, DEADLINE", ["ID", "SUBJECT", "DEADLINE"]),
+            (("*", "FILES"), ["*", "FILES"]),
+        ],
+    )
+    def test_forms(self, select: Any, expected: list[str]) -> None:
+        assert coerce_select(select) == expected
+
+    @pytest.mark.parametrize("select", [5, [1], [""], {"ID": 1}, "[1, "])
+    def test_rejected(self, select: Any) -> None:
+        with pytest.raises(InvalidSelect):
+            coerce_select(select)
