@@ -1,3 +1,261 @@
-"""Operators for Bitrix24 CRM activities (``crm.activity.*``)."""
+"""Operators for Bitrix24 CRM activities (``crm.activity.*``).
+
+:class:`Bitrix24GetActivitiesOperator` fetches activities by ID (typically IDs an upstream task
+produced) and pushes them, parsed and typed, to XCom. It is a thin adapter: ID coercion, the
+fetch-by-ID strategy and parsing live in :mod:`airflow_provider_b24.activities` (no Airflow there),
+HTTP, retries and rate limits in the hook's client. The module-level helpers (error mapping, ID-list
+formatting, progress logging) are shared with the other operators of this module.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_b24._compat import AirflowFailException
+from airflow_provider_b24.activities import (
+    ActivityParseError,
+    FetchProgress,
+    FetchResult,
+    FetchStrategy,
+    InvalidActivityIds,
+    InvalidSelect,
+    coerce_activity_ids,
+    coerce_select,
+    fetch_activities,
+    parse_activities,
+)
+from airflow_provider_b24.client.errors import (
+    Bitrix24AccessDenied,
+    Bitrix24AuthError,
+    Bitrix24BadRequest,
+    Bitrix24ConfigError,
+    Bitrix24NotFound,
+    Bitrix24Overloaded,
+    Bitrix24PortalDeleted,
+)
+from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["XCOM_WARN_THRESHOLD", "Bitrix24GetActivitiesOperator", "OnMissing"]
+
+#: More activities than this in one XCom is a smell (the metadata DB stores XComs): warn and point
+#: to the export operator.
+XCOM_WARN_THRESHOLD: Final = 20_000
+
+#: How many missing IDs a failure message lists before summarising the rest as a count.
+MISSING_IDS_SHOWN: Final = 20
+
+#: Errors that will not fix themselves: failing the task at once beats burning Airflow retries.
+#: (Transient ones — rate limits that outlived the client's waits, 5xx, network — propagate.)
+PERMANENT_ERRORS: Final = (
+    Bitrix24AuthError,
+    Bitrix24AccessDenied,  # includes a missing scope
+    Bitrix24NotFound,
+    Bitrix24BadRequest,
+    Bitrix24ConfigError,
+    Bitrix24Overloaded,  # a manual block that only Bitrix24 support lifts
+    Bitrix24PortalDeleted,
+)
+
+
+class OnMissing(StrEnum):
+    """What :class:`Bitrix24GetActivitiesOperator` does when requested IDs are not returned."""
+
+    #: Fail the task (no retries), listing the first 20 missing IDs and the count.
+    FAIL = "fail"
+    #: Log a warning listing them, and succeed.
+    WARN = "warn"
+    #: Succeed silently (the IDs are still pushed as XCom ``missing_ids``).
+    IGNORE = "ignore"
+
+
+def _choice(enum: type[StrEnum], name: str, value: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in enum)
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}") from None
+
+
+def format_ids(ids: Sequence[object], limit: int = MISSING_IDS_SHOWN) -> str:
+    """``"1, 2, 3"``, or the first ``limit`` items followed by ``"... and N more"``."""
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return f"{shown}, ... and {len(ids) - limit} more" if len(ids) > limit else shown
+
+
+@contextmanager
+def permanent_errors_fail_the_task(what: str) -> Iterator[None]:
+    """Turn Bitrix24 errors that retrying cannot fix into ``AirflowFailException`` (no Airflow retries).
+
+    Auth, scope, access, not-found and bad-request errors, a wrong connection and a manual overload
+    block fail the task; transient errors (rate limits that outlived the client's own waiting, server
+    faults, network trouble) propagate unchanged so Airflow's ``retries`` apply.
+    """
+    try:
+        yield
+    except PERMANENT_ERRORS as err:
+        if getattr(err, "retryable", False):
+            raise
+        raise AirflowFailException(f"{what} failed: {err} ({type(err).__name__}; not retrying)") from err
+
+
+class _ProgressLog:
+    """Logs one line per HTTP request of a fetch (the ``progress`` callback of ``fetch_activities``)."""
+
+    def __init__(self, log: logging.Logger | Any) -> None:
+        self.log = log
+
+    def __call__(self, progress: FetchProgress) -> None:
+        self.log.info(
+            "fetched %d/%d activities in %d requests (%.1f s rate-limit wait)",
+            progress.done,
+            progress.total,
+            progress.requests,
+            progress.limiter_wait_s,
+        )
+
+
+class Bitrix24GetActivitiesOperator(BaseOperator):
+    """Fetch Bitrix24 CRM activities by ID and push them, parsed, to XCom.
+
+    The IDs usually come from an upstream task: pass its output (an ``XComArg``, preferred), a
+    list, an int, a numeric string, a Jinja-rendered list such as ``"{{ ti.xcom_pull('ids') }}"``,
+    or rows with an ``ID`` key. They are validated and de-duplicated before any request; anything
+    that is not an ID fails the task, naming the value and its position.
+
+    With the default ``strategy="list"`` the activities are fetched with ``crm.activity.list``
+    (``@ID`` filter, 50 IDs per command, 50 commands per batch): at most ``ceil(N / 2500)`` HTTP
+    requests for N IDs. ``strategy="get"`` uses one ``crm.activity.get`` per ID (50 per request)
+    and tells, per missing ID, "not found" from "access denied".
+
+    XCom:
+
+    * ``return_value``: the list of found activities, **in input order**, parsed by
+      :func:`airflow_provider_b24.activities.parse_activity` (``int``, ``bool``, pendulum
+      ``DateTime`` with the portal's offset, ``Decimal``, ``None`` for "no deadline").
+    * ``missing_ids``: the requested IDs that were not returned (always pushed, possibly ``[]``).
+      ``crm.activity.list`` cannot tell a deleted activity from one the connection's user may not see.
+
+    Auth, scope, access and bad-request errors fail the task without retries; transient errors that
+    outlived the hook's own retries are raised for Airflow's ``retries``. Works with
+    ``.partial(...).expand(activity_ids=...)`` (each mapped task then gets one ID).
+
+    .. seealso:: ``docs/activities.md`` in the provider's repository.
+
+    :param activity_ids: the IDs to fetch (templated).
+    :param bitrix24_conn_id: the Bitrix24 connection (templated).
+    :param select: fields to return (templated). Default: every field ``crm.activity.get`` returns
+        (``["*"]``). Naming only ``COMMUNICATIONS``, ``FILES`` or ``BINDINGS`` adds them to that;
+        naming plain fields returns just those (plus ``ID``).
+    :param on_missing: ``"fail"`` (default), ``"warn"`` or ``"ignore"``: what to do when some IDs are
+        not returned.
+    :param strategy: ``"list"`` (default) or ``"get"``.
+    """
+
+    template_fields: Sequence[str] = ("activity_ids", "bitrix24_conn_id", "select")
+    template_fields_renderers = {"activity_ids": "py", "select": "py"}
+    ui_color = "#2fc6f6"  # Bitrix24 blue
+
+    def __init__(
+        self,
+        *,
+        activity_ids: Any,
+        bitrix24_conn_id: str = Bitrix24Hook.default_conn_name,
+        select: Sequence[str] | str | None = None,
+        on_missing: OnMissing | str = OnMissing.FAIL,
+        strategy: FetchStrategy | str = FetchStrategy.LIST,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.activity_ids = activity_ids
+        self.bitrix24_conn_id = bitrix24_conn_id
+        self.select = select
+        self.on_missing = _choice(OnMissing, "on_missing", on_missing).value
+        self.strategy = _choice(FetchStrategy, "strategy", strategy).value
+
+    @cached_property
+    def hook(self) -> Bitrix24Hook:
+        """The Bitrix24 hook (created on first use, never at DAG parse time)."""
+        return Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        try:
+            ids = coerce_activity_ids(self.activity_ids)
+            select = coerce_select(self.select)
+        except InvalidActivityIds as err:
+            raise AirflowFailException(f"activity_ids: {err}") from err
+        except InvalidSelect as err:
+            raise AirflowFailException(f"select: {err}") from err
+
+        ti = context["ti"]
+        if not ids:
+            self.log.info("No activity IDs given: nothing to fetch.")
+            ti.xcom_push(key="missing_ids", value=[])
+            return []
+        if len(ids) > XCOM_WARN_THRESHOLD:
+            self.log.warning(
+                "Fetching %d activities into XCom (more than %d): XCom lives in the metadata database and "
+                "is not meant for bulk data. For exports use Bitrix24ExportActivitiesOperator, which "
+                "writes the activities to storage and pushes only their location.",
+                len(ids),
+                XCOM_WARN_THRESHOLD,
+            )
+        self.log.info(
+            "Fetching %d activities from Bitrix24 (connection %r, strategy %r, select %s).",
+            len(ids),
+            self.bitrix24_conn_id,
+            self.strategy,
+            select,
+        )
+        with permanent_errors_fail_the_task("Fetching activities from Bitrix24"):
+            try:
+                result = fetch_activities(
+                    self.hook, ids, select=select, strategy=self.strategy, progress=_ProgressLog(self.log)
+                )
+            except InvalidSelect as err:
+                raise AirflowFailException(f"select: {err}") from err
+        try:
+            activities = parse_activities(result.activities)
+        except ActivityParseError as err:
+            raise AirflowFailException(f"Bitrix24 sent an activity this provider cannot read: {err}") from err
+
+        ti.xcom_push(key="missing_ids", value=result.missing_ids)
+        self.log.info(
+            "Fetched %d of %d activities in %d requests (%.1f s rate-limit wait); %d missing.",
+            len(activities),
+            len(ids),
+            result.requests,
+            result.limiter_wait_s,
+            len(result.missing_ids),
+        )
+        if result.missing_ids:
+            self._handle_missing(result, len(ids))
+        return activities
+
+    def _handle_missing(self, result: FetchResult, requested: int) -> None:
+        missing = result.missing_ids
+        if self.on_missing == OnMissing.IGNORE:
+            return
+        if result.strategy is FetchStrategy.GET:
+            reasons = [f"{i} ({type(result.errors[i]).__name__})" for i in missing if i in result.errors]
+            detail = format_ids(reasons) if len(reasons) == len(missing) else format_ids(missing)
+            why = "crm.activity.get answered with an error"
+        else:
+            detail = format_ids(missing)
+            why = "deleted, or not visible to the connection's user: crm.activity.list cannot tell which"
+        message = f"{len(missing)} of {requested} activities were not returned ({why}): {detail}"
+        if self.on_missing == OnMissing.FAIL:
+            raise AirflowFailException(
+                f"{message}. Set on_missing='warn' or 'ignore' to continue without them; the IDs are "
+                "in XCom 'missing_ids'."
+            )
+        self.log.warning("%s", message)
