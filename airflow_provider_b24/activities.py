@@ -45,6 +45,13 @@ from airflow_provider_b24._activity_fields import (
     Priority,
     parse_activity,
 )
+from airflow_provider_b24.exceptions import (
+    Bitrix24AccessDenied,
+    Bitrix24BadRequest,
+    Bitrix24InsufficientScope,
+    Bitrix24MethodNotFound,
+    Bitrix24NotFound,
+)
 
 __all__ = [
     "ACTIVITY_FIELD_TYPES",
@@ -373,14 +380,6 @@ def _is_per_id_error(error: Exception) -> bool:
     """Whether a ``crm.activity.get`` error is about that one ID (not found, access denied to it, a bad
     ID), as opposed to one about the whole call (credentials, scope, limits, server faults, unknown
     method), which must be raised rather than reported as a missing ID."""
-    from airflow_provider_b24.client.errors import (
-        Bitrix24AccessDenied,
-        Bitrix24BadRequest,
-        Bitrix24InsufficientScope,
-        Bitrix24MethodNotFound,
-        Bitrix24NotFound,
-    )
-
     if isinstance(error, Bitrix24InsufficientScope | Bitrix24MethodNotFound):
         return False
     per_id = isinstance(error, Bitrix24NotFound | Bitrix24AccessDenied | Bitrix24BadRequest)

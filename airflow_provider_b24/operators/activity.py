@@ -31,7 +31,7 @@ from airflow_provider_b24.activities import (
     fetch_activities,
     parse_activities,
 )
-from airflow_provider_b24.client.errors import (
+from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
     Bitrix24AuthError,
     Bitrix24BadRequest,

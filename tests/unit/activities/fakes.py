@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from airflow_provider_b24.client.errors import Bitrix24AccessDenied, Bitrix24NotFound
+from airflow_provider_b24.exceptions import Bitrix24AccessDenied, Bitrix24NotFound
 
 SELECT_ONLY = {"COMMUNICATIONS", "FILES", "BINDINGS", "WEBDAV_ELEMENTS", "STORAGE_ELEMENT_IDS"}
 

@@ -21,7 +21,7 @@ from airflow_provider_b24.activities import (
     coerce_select,
     fetch_activities,
 )
-from airflow_provider_b24.client.errors import (
+from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
     Bitrix24AuthError,
     Bitrix24BadRequest,
@@ -114,7 +114,8 @@ class TestListStrategy:
         class Odd(FakeClient):
             def batch(self, commands: Any, *, halt: bool = False) -> Any:
                 out = super().batch(commands, halt=halt)
-                out.results["ids0"] = {str(i): row for i, row in enumerate([*out.results["ids0"], fake_row(999)])}
+                rows = [*out.results["ids0"], fake_row(999)]
+                out.results["ids0"] = {str(i): row for i, row in enumerate(rows)}
                 return out
 
         result = fetch_activities(Odd(range(1, 5)), [4, 2])

@@ -14,7 +14,7 @@ import pendulum
 import pytest
 
 from airflow_provider_b24._compat import AirflowFailException
-from airflow_provider_b24.client.errors import (
+from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
     Bitrix24AuthError,
     Bitrix24BadRequest,
