@@ -195,7 +195,7 @@ def test_deferrable_round_trip_matches_poke_output(emu: Bitrix24Emulator) -> Non
     with pytest.raises(TaskDeferred) as info:
         s.execute({})
     trigger = info.value.trigger
-    classpath, kwargs = trigger.serialize()
+    _classpath, kwargs = trigger.serialize()
     rebuilt = Bitrix24ActivityTrigger(**json.loads(json.dumps(kwargs)))  # as the triggerer would
     timer = complete_later(emu, [6, 7], 0.3)
     events = asyncio.run(asyncio.wait_for(_collect(rebuilt), timeout=20))
