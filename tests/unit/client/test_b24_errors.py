@@ -31,7 +31,13 @@ SYSTEM_TABLE = [
     (500, "INTERNAL_SERVER_ERROR", "Internal server error", Bitrix24ServerError, True),
     (500, "ERROR_UNEXPECTED_ANSWER", "Server returned an unexpected response", Bitrix24ServerError, True),
     (503, "QUERY_LIMIT_EXCEEDED", "Too many requests", Bitrix24RateLimited, True),
-    (405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", Bitrix24BadRequest, False),
+    (
+        405,
+        "ERROR_BATCH_METHOD_NOT_ALLOWED",
+        "Method is not allowed for batch usage",
+        Bitrix24BadRequest,
+        False,
+    ),
     (400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", Bitrix24BadRequest, False),
     (401, "NO_AUTH_FOUND", "Wrong authorization data", Bitrix24AuthError, False),
     (400, "INVALID_REQUEST", "Https required", Bitrix24BadRequest, False),
@@ -43,7 +49,13 @@ SYSTEM_TABLE = [
     (403, "insufficient_scope", "The request requires higher privileges", Bitrix24InsufficientScope, False),
     (401, "insufficient_scope", "The request requires higher privileges", Bitrix24InsufficientScope, False),
     (401, "expired_token", "The access token provided has expired.", Bitrix24TokenExpired, False),
-    (403, "user_access_error", "The user does not have access to the application.", Bitrix24AccessDenied, False),
+    (
+        403,
+        "user_access_error",
+        "The user does not have access to the application.",
+        Bitrix24AccessDenied,
+        False,
+    ),
     (500, "PORTAL_DELETED", "Portal was deleted", Bitrix24PortalDeleted, False),
     (410, "PORTAL_DELETED", "Portal was deleted", Bitrix24PortalDeleted, False),
     # SDK error maps
@@ -82,7 +94,7 @@ LEGACY = [
 
 
 @pytest.mark.parametrize(("status", "code", "description", "cls", "retried"), SYSTEM_TABLE)
-def test_system_error_table(client, status, code, description, cls, retried) -> None:
+def test_system_error_table(client, status, code, description, cls, retried) -> None:  # noqa: PLR0917
     with rm.Mocker() as mock:
         route = mock.post(BASE + "crm.activity.get", [err(status, code, description), ok({"ID": "1"})])
         if retried:
@@ -118,7 +130,9 @@ def test_legacy_400_with_empty_code(client, description, cls) -> None:
 def test_retried_errors_give_up_after_max_retries(make_client, clock) -> None:
     client = make_client(max_retries=3)
     with rm.Mocker() as mock:
-        route = mock.post(BASE + "crm.activity.list", **err(500, "INTERNAL_SERVER_ERROR", "Internal server error"))
+        route = mock.post(
+            BASE + "crm.activity.list", **err(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+        )
         with pytest.raises(Bitrix24ServerError) as info:
             client.call("crm.activity.list")
     assert route.call_count == 4
@@ -208,7 +222,12 @@ def test_errors_pickle_round_trip() -> None:
     error = classify_error("OPERATION_TIME_LIMIT", "blocked", http_status=429, method="m", reset_at=5.0)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is Bitrix24OperationTimeLimit
-    assert (copy.code, copy.http_status, copy.method, copy.reset_at) == ("OPERATION_TIME_LIMIT", 429, "m", 5.0)
+    assert (copy.code, copy.http_status, copy.method, copy.reset_at) == (
+        "OPERATION_TIME_LIMIT",
+        429,
+        "m",
+        5.0,
+    )
     assert str(copy) == str(error)
 
 
