@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from typing import Any
@@ -42,6 +43,7 @@ class FakePortal:
         self.rows = [
             {"ID": str(i * 3), "SUBJECT": f"s{i}", "START_TIME": str(10_000 - i)} for i in range(1, n + 1)
         ]
+        self.ids = [int(r["ID"]) for r in self.rows]
         self.duplicates = duplicates
         self.broken_refs = broken_refs
         self.requests = 0
@@ -49,12 +51,13 @@ class FakePortal:
 
     def list(self, params: dict[str, Any]) -> dict[str, Any]:
         flt = params.get("filter") or {}
-        rows = self.rows
+        rows = self.rows  # already in ID order
         if ">ID" in flt and flt[">ID"] not in ("", None):
-            rows = [r for r in rows if int(r["ID"]) > int(flt[">ID"])]
+            rows = rows[bisect.bisect_right(self.ids, int(flt[">ID"])) :]
         order = params.get("order") or {"START_TIME": "ASC"}
         keys = list(order)
-        rows = sorted(rows, key=lambda r: tuple(int(r[k]) for k in keys))
+        if keys != ["ID"]:
+            rows = sorted(rows, key=lambda r: tuple(int(r[k]) for k in keys))
         if self.duplicates:
             rows = [r for r in rows for _ in (0, 1)]
         start = int(params.get("start", 0))
