@@ -9,6 +9,8 @@ from typing import Any
 
 import pendulum
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from airflow_provider_b24.activities import (
     ACTIVITY_FIELD_TYPES,
@@ -378,3 +380,22 @@ class TestMalformed:
     def test_not_a_mapping(self) -> None:
         with pytest.raises(TypeError, match="mapping"):
             parse_activity(["ID", "1"])  # type: ignore[arg-type]
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(9998, 12, 31)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+    st.booleans(),
+)
+def test_property_datetimes_match_pendulum_parse(
+    moment: dt.datetime, offset_min: int, fraction: bool
+) -> None:
+    sign = "-" if offset_min < 0 else "+"
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if fraction else "")
+    text += f"{sign}{abs(offset_min) // 60:02d}:{abs(offset_min) % 60:02d}"
+    ours = parse_activity({"CREATED": text})["CREATED"]
+    reference = pendulum.parse(text)
+    assert ours == reference
+    assert ours.utcoffset() == reference.utcoffset()
+    assert type(ours) is type(reference)
+    assert isinstance(ours.tzinfo, pendulum.FixedTimezone)
