@@ -141,15 +141,8 @@ def _fields_param(params: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _validate(fields: Mapping[str, Any], *, creating: bool) -> None:
-    def given(name: str) -> bool:
-        return name in fields or not creating
-
     subject = fields.get("SUBJECT")
-    if (
-        given("SUBJECT")
-        and (subject is None or str(subject).strip() == "")
-        and (creating or "SUBJECT" in fields)
-    ):
+    if (creating or "SUBJECT" in fields) and (subject is None or str(subject).strip() == ""):
         raise legacy("The field SUBJECT is not defined or empty")
     if creating or "RESPONSIBLE_ID" in fields:
         try:

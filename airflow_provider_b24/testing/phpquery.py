@@ -13,12 +13,21 @@ from urllib.parse import quote_plus, unquote_plus
 __all__ = ["build_query", "listify", "parse_str", "split_key"]
 
 
+def _base_name(name: str) -> str:
+    """PHP turns spaces and dots in the top-level name (and a stray ``[``) into ``_``."""
+    return name.replace(" ", "_").replace(".", "_").replace("[", "_")
+
+
 def split_key(key: str) -> list[str]:
-    """Split ``a[b][]`` into ``["a", "b", ""]``; an unbalanced ``[`` keeps the rest literal."""
+    """Split ``a[b][]`` into ``["a", "b", ""]``; an unbalanced ``[`` makes it a plain name.
+
+    As in PHP, ``filter[<=ID]=7`` splits at the first ``=``, so operator keys must be
+    percent-encoded in form and query data (``filter[%3C%3DID]=7``).
+    """
     first = key.find("[")
-    if first <= 0:
-        return [key]
-    parts = [key[:first]]
+    if first <= 0 or key.find("]", first) < 0:
+        return [_base_name(key)]
+    parts = [_base_name(key[:first])]
     pos = first
     while pos < len(key) and key[pos] == "[":
         end = key.find("]", pos)
