@@ -60,6 +60,8 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 #: When a 429 carries no reset time and none was seen before: the block lifts within 10 minutes.
 _UNKNOWN_RESET_S = 600.0
 _MAX_OPERATING_WAITS = 3
+#: Set per request, not on the session: the OAuth refresh on the same session posts a form.
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 @dataclass
@@ -142,7 +144,6 @@ class Bitrix24Client:
             {
                 "User-Agent": USER_AGENT,
                 "Accept": "application/json",
-                "Content-Type": "application/json; charset=utf-8",
             }
         )
         self.clock: Clock = clock or SystemClock()
@@ -430,6 +431,7 @@ class Bitrix24Client:
             response = self.session.post(
                 url,
                 data=json_body(body),
+                headers=_JSON_HEADERS,
                 timeout=(self.config.connect_timeout, self.config.timeout),
                 verify=self.config.verify,
                 allow_redirects=False,

@@ -54,7 +54,13 @@ class LeakyBucket:
 
     :meth:`reserve` books a slot for one request and returns how long to wait before sending it; the
     slot is booked at once, so concurrent callers queue up fairly instead of all waking together.
+
+    The client keeps a small headroom below the portal's capacity (4 % of the burst, at least one
+    request): requests reach the portal after a variable network delay, so two requests sent exactly
+    ``1/rate`` apart can arrive closer together, and a bucket run at exactly full would then get 503s.
     """
+
+    HEADROOM_SHARE = 0.04
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -78,7 +84,8 @@ class LeakyBucket:
         with self._lock:
             self._drain(now)
             self._level += 1.0
-            excess = self._level - self.burst
+            capacity = max(1.0, self.burst - max(1.0, self.burst * self.HEADROOM_SHARE))
+            excess = self._level - capacity
             return excess / self.rate if excess > 0 else 0.0
 
     def fill(self, now: float) -> None:

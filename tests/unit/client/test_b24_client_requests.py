@@ -248,7 +248,7 @@ def test_on_premise_without_operating_fields_never_waits(client, clock) -> None:
 
 # ---------------------------------------------------------------- limiter
 def test_leaky_bucket_paces_after_the_burst(make_client, clock) -> None:
-    client = make_client(rate_limit=2.0, burst=5)
+    client = make_client(rate_limit=2.0, burst=6)  # one request of headroom: 5 go at once
     with rm.Mocker() as mock:
         mock.post(BASE + "profile", **ok({}))
         for _ in range(5):
@@ -261,8 +261,8 @@ def test_leaky_bucket_paces_after_the_burst(make_client, clock) -> None:
 
 
 def test_bucket_is_shared_by_clients_of_one_portal(make_client, clock) -> None:
-    first, second = make_client(rate_limit=1.0, burst=2), make_client(rate_limit=1.0, burst=2)
-    other = make_client(base_url="https://other.example.com", rate_limit=1.0, burst=2)
+    first, second = make_client(rate_limit=1.0, burst=3), make_client(rate_limit=1.0, burst=3)
+    other = make_client(base_url="https://other.example.com", rate_limit=1.0, burst=3)
     assert first._bucket is second._bucket
     assert first._bucket is not other._bucket
     with rm.Mocker() as mock:
@@ -272,6 +272,13 @@ def test_bucket_is_shared_by_clients_of_one_portal(make_client, clock) -> None:
         assert clock.sleeps == []
         first.call("profile")
     assert clock.sleeps == [pytest.approx(1.0)]
+
+
+def test_headroom_scales_with_the_burst(registry) -> None:
+    bucket = registry.bucket("h", 2.0, 50)
+    waits = [bucket.reserve(0.0) for _ in range(50)]
+    assert waits.count(0.0) == 48  # 4 % of 50 kept free for network jitter
+    assert waits[-1] == pytest.approx(1.0)
 
 
 def test_rate_limit_zero_turns_the_limiter_off(make_client, clock) -> None:
