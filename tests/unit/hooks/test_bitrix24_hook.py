@@ -282,3 +282,50 @@ def test_get_activities_keyed_by_id_in_input_order(webhook: Bitrix24Hook) -> Non
 
 def test_stats_property(webhook: Bitrix24Hook) -> None:
     assert webhook.stats.requests == 0
+
+
+def test_two_stores_for_one_conn_refresh_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hooks (two store objects, as in two worker processes) share the Variable: one refresh only.
+
+    The stores' in-process locks differ; the file lock plus the re-read of the Variable serialise them.
+    """
+    import threading
+
+    import requests
+
+    variables: dict[str, str] = {}
+    refreshes: list[str] = []
+
+    def token_endpoint(request: Any, context: Any) -> Any:
+        refreshes.append(request.body)
+        return {"access_token": "rotatedAccess", "refresh_token": "rotatedRefresh", "expires_in": 3600}
+
+    seed = TokenPair("expiredAccess", "seedRefresh")
+    stores = [AirflowVariableTokenStore("shared", seed) for _ in range(2)]
+    auths = [
+        OAuthAuth(
+            client_id="c", client_secret="s3cretValue", store=s, oauth_server="https://oauth.example.com"
+        )
+        for s in stores
+    ]
+    barrier = threading.Barrier(2)
+    with (
+        mock.patch("airflow.sdk.Variable.get", side_effect=lambda k, default=None: variables.get(k, default)),
+        mock.patch("airflow.sdk.Variable.set", side_effect=lambda k, v, **kw: variables.__setitem__(k, v)),
+        rm.Mocker() as m,
+    ):
+        m.post("https://oauth.example.com/oauth/token/", json=token_endpoint)
+
+        def work(auth: OAuthAuth) -> None:
+            auth.current_pair()
+            barrier.wait()
+            auth.refresh(requests.Session(), stale_access_token="expiredAccess", timeout=(1, 1), verify=True)
+
+        threads = [threading.Thread(target=work, args=(a,)) for a in auths]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert len(refreshes) == 1
+    assert [a.access_token() for a in auths] == ["rotatedAccess", "rotatedAccess"]
+    assert json.loads(variables[variable_name("shared")])["refresh_token"] == "rotatedRefresh"
