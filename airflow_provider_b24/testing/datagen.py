@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -256,11 +257,29 @@ def generate(
         yield row, ts
 
 
+_CACHE: dict[tuple[int, int, str], list[tuple[Row, dict[str, float | None]]]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
 def populate(store: ActivityStore, count: int, seed: int = 1) -> None:
-    """Replace the store's contents with ``count`` generated activities."""
+    """Replace the store's contents with ``count`` generated activities.
+
+    The generated rows are cached per process (the two most recent data sets) and shared between
+    stores: rows are never mutated in place (writes replace them), so sharing is safe and a second
+    emulator with the same ``(count, seed, timezone)`` starts instantly.
+    """
     store.clear()
-    if count > 0:
-        store.add_many(generate(count, seed, store.tz))
+    if count <= 0:
+        return
+    key = (count, seed, format_ts(0, store.tz)[19:])
+    with _CACHE_LOCK:
+        rows = _CACHE.get(key)
+        if rows is None:
+            rows = list(generate(count, seed, store.tz))
+            while len(_CACHE) >= 2:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = rows
+    store.add_many(rows)
 
 
 def sample_fields(seed: int = 1) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Arrays whose keys are ``0..n-1`` (or that were built with ``[]``) decode to Pyth
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
@@ -67,6 +68,17 @@ def listify(value: Any) -> Any:
     return value
 
 
+def _decode(text: str) -> str:
+    return unquote_plus(text) if ("%" in text or "+" in text) else text
+
+
+@functools.lru_cache(maxsize=8192)
+def _key_parts(raw_key: str) -> tuple[str, ...] | None:
+    """Decoded, split key (memoised: batch commands repeat the same keys thousands of times)."""
+    key = _decode(raw_key)
+    return tuple(split_key(key)) if key else None
+
+
 def parse_str(query: str) -> dict[str, Any]:
     """Decode a PHP query string into nested dicts/lists of strings (like PHP's ``parse_str``)."""
     root: dict[str, Any] = {}
@@ -76,11 +88,11 @@ def parse_str(query: str) -> dict[str, Any]:
         if not pair:
             continue
         raw_key, sep, raw_value = pair.partition("=")
-        key = unquote_plus(raw_key)
-        if not key:
+        parts = _key_parts(raw_key)
+        if parts is None:
             continue
-        value = unquote_plus(raw_value) if sep else ""
-        _insert(root, split_key(key), value)
+        value = _decode(raw_value) if sep else ""
+        _insert(root, list(parts), value)
     result = listify(root)
     return result if isinstance(result, dict) else {}
 

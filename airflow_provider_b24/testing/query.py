@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -340,6 +342,82 @@ def _sort_ids(store: ActivityStore, ids: list[int], order: list[tuple[str, bool]
     return ids
 
 
+def _matches(
+    store: ActivityStore, ordered: Iterable[int], predicates: list[Predicate], limit: int | None
+) -> list[int]:
+    """IDs (repeated for multi-binding matches) passing every predicate, in order; stop at ``limit``."""
+    hidden = store.hidden_view()
+    out: list[int] = []
+    if not predicates:
+        for activity_id in ordered:
+            if activity_id not in hidden:
+                out.append(activity_id)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+    rows = store.row
+    times = store.times
+    for activity_id in ordered:
+        if activity_id in hidden:
+            continue
+        row = rows(activity_id)
+        if row is None:
+            continue
+        ts = times(activity_id)
+        repeat = 1
+        for predicate in predicates:
+            repeat *= predicate(activity_id, row, ts)
+            if not repeat:
+                break
+        if repeat:
+            out.extend([activity_id] * repeat)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+class _MatchCache:
+    """Full match lists of recent (filter, order) queries, valid for one store version.
+
+    Offset paging (``start=0, 50, 100, ...``) re-runs the same query for every page; caching the
+    ordered match list makes each later page O(page) instead of a 100k-row scan.
+    """
+
+    SIZE = 16
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.entries: dict[str, list[int]] = {}
+
+    def get(self, store: ActivityStore, key: str) -> list[int] | None:
+        if self.version != store.version:
+            self.version = store.version
+            self.entries.clear()
+        return self.entries.get(key)
+
+    def put(self, key: str, ids: list[int]) -> None:
+        if len(self.entries) >= self.SIZE:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[key] = ids
+
+
+def _caches(store: ActivityStore) -> tuple[_OrderCache, _MatchCache]:
+    caches = store.order_cache
+    if not isinstance(caches, tuple):
+        caches = store.order_cache = (_OrderCache(), _MatchCache())
+    return caches
+
+
+def _ordered(
+    store: ActivityStore, filt: Mapping[str, Any], order: list[tuple[str, bool]]
+) -> tuple[Iterable[int], list[Predicate]]:
+    """Candidate IDs in the requested order, and the predicates still to apply."""
+    plan = _plan(store, filt)
+    if plan.candidates is None:
+        return _caches(store)[0].get(store, order), plan.predicates
+    return _sort_ids(store, list(plan.candidates), order), plan.predicates
+
+
 def run_list(
     store: ActivityStore,
     *,
@@ -361,44 +439,22 @@ def run_list(
     offset = 0 if start_int is None or start_int < 0 else start_int
     parsed_order = _parse_order(order)
     with store.lock:
-        plan = _plan(store, filt)
-        if plan.candidates is None:
-            cache = store.order_cache
-            if not isinstance(cache, _OrderCache):
-                cache = store.order_cache = _OrderCache()
-            ordered: Iterable[int] = cache.get(store, parsed_order)
-        else:
-            candidates = list(plan.candidates)
-            ordered = _sort_ids(store, candidates, parsed_order)
-        hidden_ids = store.hidden_view()
-        page: list[Row] = []
-        total = 0
-        need = offset + PAGE_SIZE
-        predicates = plan.predicates
-        for activity_id in ordered:
-            if activity_id in hidden_ids:
-                continue
-            row = store.row(activity_id)
-            if row is None:
-                continue
-            times = store.times(activity_id)
-            repeat = 1
-            for predicate in predicates:
-                repeat *= predicate(activity_id, row, times)
-                if not repeat:
-                    break
-            if not repeat:
-                continue
-            for _ in range(repeat):
-                if offset <= total < need:
-                    page.append(row)
-                total += 1
-            if no_count and total >= need:
-                break
-    if no_count:
-        return ListPage(page, 0, None)
+        if no_count:
+            ordered, predicates = _ordered(store, filt, parsed_order)
+            ids = _matches(store, ordered, predicates, PAGE_SIZE)
+            return ListPage([r for r in map(store.row, ids) if r is not None], 0, None)
+        match_cache = _caches(store)[1]
+        key = json.dumps([filt, parsed_order], sort_keys=True, default=str)
+        matched = match_cache.get(store, key)
+        if matched is None:
+            ordered, predicates = _ordered(store, filt, parsed_order)
+            matched = _matches(store, ordered, predicates, None)
+            match_cache.put(key, matched)
+        page_ids = matched[offset : offset + PAGE_SIZE]
+        rows = [r for r in map(store.row, page_ids) if r is not None]
+    total = len(matched)
     nxt = offset + PAGE_SIZE if total > offset + PAGE_SIZE else None
-    return ListPage(page, total, nxt)
+    return ListPage(rows, total, nxt)
 
 
 def resolve_select(select: Any) -> tuple[str, ...]:
@@ -413,9 +469,15 @@ def resolve_select(select: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
+_GETTERS: dict[tuple[str, ...], Callable[[Row], Any]] = {}
+
+
 def render_row(row: Row, keys: tuple[str, ...], file_url: Callable[[int, int], str]) -> Row:
     """Project a stored row onto ``keys`` in wire format (FILES get their signed-looking URLs)."""
-    out = {k: row.get(k) for k in keys}
+    getter = _GETTERS.get(keys)
+    if getter is None:
+        getter = _GETTERS[keys] = operator.itemgetter(*keys) if len(keys) > 1 else (lambda r: (r[keys[0]],))
+    out = dict(zip(keys, getter(row), strict=True))
     if "FILES" in out:
         activity_id = int(row["ID"])
         out["FILES"] = [

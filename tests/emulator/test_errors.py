@@ -146,7 +146,8 @@ def test_add_validation_messages(fresh: Caller) -> None:
         "RESPONSIBLE_ID": "The field RESPONSIBLE_ID is not defined or invalid",
         "TYPE_ID": "The field TYPE_ID is not defined or invalid",
         "COMMUNICATIONS": "The field COMMUNICATIONS is not defined or invalid",
-        "OWNER_ID": "Could not build binding. Please ensure that owner info and communications are defined correctly",
+        "OWNER_ID": "Could not build binding. Please ensure that owner info and communications are defined"
+        " correctly",
     }
     for missing, message in cases.items():
         fields = {k: v for k, v in good.items() if k != missing}

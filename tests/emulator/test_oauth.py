@@ -94,7 +94,7 @@ def test_revoke_refresh_tokens(bitrix24_emulator: Bitrix24Emulator) -> None:
         emu.token_url, data=_form(emu, emu.refresh_token), verify=emu.ca_cert, timeout=10
     )
     assert response.json()["error"] == "invalid_grant"
-    access, refresh = emu.issue_tokens()
+    _access, refresh = emu.issue_tokens()
     response = requests.post(emu.token_url, data=_form(emu, refresh), verify=emu.ca_cert, timeout=10)
     assert response.status_code == 200
 
