@@ -402,8 +402,7 @@ def settings_from_fields(
         oauth=OAuthSettings(
             client_id=client_id,
             client_secret=client_secret,
-            access_token=_text(extra, "access_token")
-            or (None if _blank(password) else str(password).strip()),
+            access_token=_text(extra, "access_token"),
             refresh_token=_text(extra, "refresh_token"),
             oauth_server=oauth_server,
         ),
