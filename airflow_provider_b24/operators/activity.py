@@ -223,6 +223,8 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
                 )
             except InvalidSelect as err:
                 raise AirflowFailException(f"select: {err}") from err
+            finally:
+                self.hook.close()  # the HTTP session; a later call would open a new one
         try:
             activities = parse_activities(result.activities)
         except ActivityParseError as err:

@@ -50,6 +50,10 @@ class FakeClient:
         self.requests = 0
         self.command_errors: dict[str, Exception] = {}
         self.stats = SimpleNamespace(limiter_wait_s=0.0)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def _visible(self, activity_id: int) -> bool:
         return activity_id in self.rows and activity_id not in self.hidden

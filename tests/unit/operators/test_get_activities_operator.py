@@ -143,6 +143,7 @@ class TestExecute:
         assert result[0]["COMPLETED"] is False
         assert result[0]["SETTINGS"] == {}
         assert ti.pushed == {"missing_ids": []}
+        assert fake.closed  # the HTTP session is not left open
 
     @pytest.mark.parametrize(
         "ids",
