@@ -1,0 +1,72 @@
+"""DAGs for tests/e2e/test_sensor_dag.py: Bitrix24ActivitySensor in reschedule mode and deferrable.
+
+The activity IDs come from the DAG run's conf (``{"ids": [...], "never": [...]}``): as an upstream
+task's XComArg for one sensor and as a Jinja-rendered string for another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+from airflow_provider_b24.sensors.activity import Bitrix24ActivitySensor
+
+
+@task
+def ids_from_conf(**context: Any) -> list[int]:
+    return list(context["dag_run"].conf["ids"])
+
+
+@task
+def summarize(activities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What downstream tasks see: parsed, typed activities in input order."""
+    return [
+        {
+            "id": a["ID"],
+            "completed": a["COMPLETED"],
+            "id_type": type(a["ID"]).__name__,
+            "start_time_type": type(a["START_TIME"]).__name__,
+        }
+        for a in activities
+    ]
+
+
+@dag(dag_id="sensor_reschedule", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False)
+def sensor_reschedule() -> None:
+    wait = Bitrix24ActivitySensor(
+        task_id="wait_for_calls",
+        activity_ids=ids_from_conf(),
+        until="completed",
+        mode="reschedule",
+        poke_interval=1,
+        timeout=240,
+    )
+    Bitrix24ActivitySensor(
+        task_id="wait_forever",
+        activity_ids="{{ dag_run.conf['never'] }}",
+        until="exists",
+        mode="reschedule",
+        poke_interval=1,
+        timeout=3,
+        soft_fail=True,
+    )
+    summarize(wait.output)
+
+
+@dag(dag_id="sensor_deferrable", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False)
+def sensor_deferrable() -> None:
+    wait = Bitrix24ActivitySensor(
+        task_id="wait_for_calls",
+        activity_ids="{{ dag_run.conf['ids'] }}",
+        until="completed",
+        deferrable=True,
+        poke_interval=0.5,
+        timeout=240,
+    )
+    summarize(wait.output)
+
+
+sensor_reschedule()
+sensor_deferrable()

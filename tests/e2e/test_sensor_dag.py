@@ -1,0 +1,141 @@
+"""Bitrix24ActivitySensor in real ``airflow dags test`` runs against the emulator in this process.
+
+* ``sensor_reschedule``: the sensor is rescheduled (task_reschedule rows) until a thread of this test
+  completes the activities; a second sensor on an ID that never appears times out and, with
+  ``soft_fail``, is skipped.
+* ``sensor_deferrable``: the sensor defers; ``airflow dags test`` runs the trigger in-process
+  ("[DAG TEST] running trigger in line", Airflow 3.1 and 3.3 alike), the trigger polls until this
+  test completes the activities, and ``execute_complete`` pushes the parsed activities.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_b24.testing import Bitrix24Emulator
+
+pytestmark = pytest.mark.e2e
+
+DAGS = Path(__file__).parent / "dags"
+IDS = [12, 4]
+
+
+@pytest.fixture
+def dags_folder(tmp_path: Path) -> Path:
+    """Only this test's DAG files (others in tests/e2e/dags are not parsed)."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    for path in DAGS.glob("sensor_*.py"):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture
+def emu(bitrix24_emulator_factory: Callable[..., Bitrix24Emulator]) -> Bitrix24Emulator:
+    emulator = bitrix24_emulator_factory(activities=20, seed=5, rate_limit=None)
+    for activity_id in IDS:
+        emulator.store.update(activity_id, {"COMPLETED": "N"})
+    return emulator
+
+
+class Completer:
+    """Completes IDS from a thread once ``ready()`` holds (the sensor is waiting), 1 s later."""
+
+    def __init__(self, emu: Bitrix24Emulator) -> None:
+        self.emu = emu
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, ready: Callable[[], bool]) -> None:
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    if ready():
+                        break
+                except sqlite3.Error:  # the DB is busy or not written yet
+                    pass
+                time.sleep(0.1)
+            if self._stop.wait(1.0):
+                return
+            for activity_id in IDS:
+                self.emu.store.complete(activity_id)
+            self.done.set()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+@pytest.fixture
+def completer(emu: Bitrix24Emulator) -> Iterator[Completer]:
+    c = Completer(emu)
+    yield c
+    c.stop()
+
+
+def _env(emu: Bitrix24Emulator) -> dict[str, str]:
+    return {"AIRFLOW_CONN_BITRIX24_DEFAULT": json.dumps(emu.connection())}
+
+
+def _reschedules(db_path: Path, dag_id: str, task_id: str) -> int:
+    """How often the task was rescheduled (Airflow 3 keys task_reschedule by the TI's id)."""
+    with closing(sqlite3.connect(db_path, timeout=1)) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM task_reschedule r JOIN task_instance t ON r.ti_id = t.id "
+            "WHERE t.dag_id=? AND t.task_id=?",
+            (dag_id, task_id),
+        ).fetchone()
+    return int(row[0])
+
+
+def _expected() -> list[dict[str, Any]]:
+    return [{"id": i, "completed": True, "id_type": "int", "start_time_type": "DateTime"} for i in IDS]
+
+
+def test_reschedule_mode_sensor_dag(
+    airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
+) -> None:
+    # complete once the sensor has been rescheduled at least once (read from the live SQLite DB)
+    completer.start(lambda: _reschedules(airflow_runner.db_path, "sensor_reschedule", "wait_for_calls") >= 1)
+    result = airflow_runner.run_dag(
+        "sensor_reschedule", dags_folder, env=_env(emu), conf={"ids": IDS, "never": [99999]}
+    )
+    assert completer.done.is_set(), result.output[-3000:]
+    assert result.state == "success", result.output[-5000:]
+    assert result.task_state("wait_for_calls") == "success"
+    assert result.task_state("wait_forever") == "skipped"  # timeout + soft_fail
+    assert result.task_state("summarize") == "success"
+    assert _reschedules(result.db_path, "sensor_reschedule", "wait_for_calls") >= 1
+    assert [a["ID"] for a in result.xcom("wait_for_calls")] == IDS
+    assert result.xcom("summarize") == _expected()
+
+
+def test_deferrable_sensor_dag(
+    airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
+) -> None:
+    # the only sensor's first poke finds the activities open, so it defers; complete after that
+    completer.start(lambda: int(emu.stats["requests"]) >= 1)
+    result = airflow_runner.run_dag("sensor_deferrable", dags_folder, env=_env(emu), conf={"ids": IDS})
+    assert completer.done.is_set(), result.output[-3000:]
+    assert result.state == "success", result.output[-5000:]
+    assert "running trigger in line" in result.output  # dags test ran the trigger in-process
+    assert result.task_state("wait_for_calls") == "success"
+    assert result.task_state("summarize") == "success"
+    assert [a["ID"] for a in result.xcom("wait_for_calls")] == IDS
+    assert result.xcom("summarize") == _expected()
+    assert int(emu.stats["requests"]) >= 3  # the first poke, then the trigger's polls
