@@ -17,7 +17,7 @@ import pendulum
 import pytest
 
 from airflow_provider_b24._compat import AirflowFailException
-from airflow_provider_b24.activities import fetch_activities, parse_activity
+from airflow_provider_b24.activities import ACTIVITY_FIELD_TYPES, fetch_activities, parse_activity
 from airflow_provider_b24.client import Bitrix24Client, ClientConfig, WebhookAuth
 from airflow_provider_b24.exceptions import Bitrix24AccessDenied, Bitrix24NotFound, Bitrix24ServerError
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
@@ -254,3 +254,20 @@ class TestErrors:
         result, _ = run(activity_ids=[3, 1])
         assert [row["ID"] for row in result] == [3, 1]
         assert served(small) - before == 2
+
+
+def test_field_table_matches_crm_activity_fields(big_emu: Bitrix24Emulator) -> None:
+    """The parser's type table is what the portal declares (so a live portal can be checked the same way)."""
+    client = Bitrix24Client(
+        big_emu.base_url,
+        WebhookAuth(user_id=big_emu.user_id, code=big_emu.webhook_code),
+        ClientConfig(verify=big_emu.verify, rate_limit=0, max_retries=0),
+    )
+    with client:
+        fields = client.call("crm.activity.fields")
+        declared = {name: spec["type"] for name, spec in fields.items()}
+        assert declared == dict(ACTIVITY_FIELD_TYPES)
+        # The default select ["*"] returns what crm.activity.get returns.
+        got = client.call("crm.activity.get", {"id": 5})
+        listed = client.call("crm.activity.list", {"filter": {"@ID": [5]}, "select": ["*"], "start": -1})
+        assert listed == [got]
