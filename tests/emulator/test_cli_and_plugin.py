@@ -114,7 +114,8 @@ def test_emulator_import_pulls_no_airflow_or_client() -> None:
     code = (
         "import sys; from airflow_provider_b24.testing import Bitrix24Emulator; "
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('airflow')}), "
-        "[m for m in sys.modules if m.startswith(('airflow_provider_b24.client', 'airflow_provider_b24.hooks'))])"
+        "[m for m in sys.modules "
+        "if m.startswith(('airflow_provider_b24.client', 'airflow_provider_b24.hooks'))])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['airflow_provider_b24'] []"

@@ -87,8 +87,15 @@ def test_connection_helpers(shared_emu: Bitrix24Emulator) -> None:
     assert "stopped" not in repr(shared_emu)
 
 
-def test_connection_uri_round_trips_through_airflow(shared_emu: Bitrix24Emulator) -> None:
-    connection_module = pytest.importorskip("airflow.models.connection")
-    conn = connection_module.Connection(conn_id="x", uri=shared_emu.connection_uri())
-    assert conn.host == shared_emu.base_url and conn.login == "1"
-    assert conn.password == shared_emu.webhook_code and conn.extra_dejson["verify"] == shared_emu.ca_cert
+def test_connection_uri_decodes_like_airflow(shared_emu: Bitrix24Emulator) -> None:
+    """Airflow's URI parser unquotes host, login and password; the host is the full base URL."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(shared_emu.connection_uri())
+    assert parts.scheme == "bitrix24"
+    netloc = parts.netloc
+    userinfo, host = netloc.rsplit("@", 1)
+    login, password = userinfo.split(":", 1)
+    assert unquote(host) == shared_emu.base_url and unquote(login) == "1"
+    assert unquote(password) == shared_emu.webhook_code
+    assert parse_qs(parts.query)["verify"] == [shared_emu.ca_cert]
