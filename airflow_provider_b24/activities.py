@@ -76,9 +76,11 @@ __all__ = [
     "NotifyType",
     "OwnerType",
     "Priority",
+    "SupportsBatch",
     "coerce_activity_ids",
     "coerce_select",
     "fetch_activities",
+    "max_requests",
     "parse_activities",
     "parse_activity",
 ]
@@ -334,6 +336,7 @@ class FetchResult:
         not found (``Bitrix24NotFound``) from access denied (``Bitrix24AccessDenied``).
     :ivar requests: HTTP requests used.
     :ivar limiter_wait_s: seconds spent waiting for the client's rate limiter.
+    :ivar strategy: the strategy used.
     """
 
     activities: list[dict[str, Any]] = field(default_factory=list)
@@ -351,11 +354,8 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 def _limiter_wait_s(client: Any) -> float:
     """The client's cumulative rate-limiter wait, if it reports one (``client.stats.limiter_wait_s``)."""
-    for candidate in (client, getattr(client, "client", None)):
-        wait = getattr(getattr(candidate, "stats", None), "limiter_wait_s", None)
-        if isinstance(wait, int | float):
-            return float(wait)
-    return 0.0
+    wait = getattr(getattr(client, "stats", None), "limiter_wait_s", None)
+    return float(wait) if isinstance(wait, int | float) else 0.0
 
 
 def _row_id(row: Any, method: str) -> int:
@@ -526,9 +526,10 @@ def _fetch_group_get(
             found[activity_id] = {k: v for k, v in row.items() if k in fields} if project else dict(row)
 
 
-def _max_requests(n_ids: int, strategy: FetchStrategy | str = FetchStrategy.LIST) -> int:
-    """The request count :func:`fetch_activities` needs for ``n_ids`` unique IDs when nothing is retried."""
-    per_request = (
-        IDS_PER_COMMAND * COMMANDS_PER_BATCH if FetchStrategy(strategy) is FetchStrategy.LIST else 50
-    )
+def max_requests(n_ids: int, strategy: FetchStrategy | str = FetchStrategy.LIST) -> int:
+    """HTTP requests :func:`fetch_activities` needs for ``n_ids`` unique IDs when nothing is retried:
+    ``ceil(n / 2500)`` with ``"list"``, ``ceil(n / 50)`` with ``"get"``."""
+    per_request = IDS_PER_COMMAND * COMMANDS_PER_BATCH
+    if FetchStrategy(strategy) is FetchStrategy.GET:
+        per_request = COMMANDS_PER_BATCH
     return math.ceil(n_ids / per_request)

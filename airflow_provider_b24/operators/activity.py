@@ -29,6 +29,7 @@ from airflow_provider_b24.activities import (
     coerce_activity_ids,
     coerce_select,
     fetch_activities,
+    max_requests,
     parse_activities,
 )
 from airflow_provider_b24.exceptions import (
@@ -210,11 +211,12 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
                 XCOM_WARN_THRESHOLD,
             )
         self.log.info(
-            "Fetching %d activities from Bitrix24 (connection %r, strategy %r, select %s).",
+            "Fetching %d activities from Bitrix24 (connection %r, strategy %r, select %s): %d request(s).",
             len(ids),
             self.bitrix24_conn_id,
             self.strategy,
             select,
+            max_requests(len(ids), self.strategy),
         )
         with permanent_errors_fail_the_task("Fetching activities from Bitrix24"):
             try:

@@ -20,6 +20,7 @@ from airflow_provider_b24.activities import (
     InvalidSelect,
     coerce_select,
     fetch_activities,
+    max_requests,
 )
 from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
@@ -244,3 +245,18 @@ class TestCoerceSelect:
     def test_rejected(self, select: Any) -> None:
         with pytest.raises(InvalidSelect):
             coerce_select(select)
+
+
+@pytest.mark.parametrize(
+    ("n", "strategy", "expected"),
+    [
+        (0, "list", 0),
+        (1, "list", 1),
+        (2500, "list", 1),
+        (2501, "list", 2),
+        (10_000, "list", 4),
+        (51, "get", 2),
+    ],
+)
+def test_max_requests(n: int, strategy: str, expected: int) -> None:
+    assert max_requests(n, strategy) == expected
