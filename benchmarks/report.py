@@ -242,7 +242,7 @@ def render_markdown(
         "bucket is emptied (`emu.reset_limits()`), so every cell starts with the same 50 free requests; "
         "requests and 503s are the emulator's counters for that cell.",
         "- `wall s` / `CPU s`: client construction + the call, after imports (imports are `import s`). "
-        "`peak RSS`: `ru_maxrss` of the child right after the call (interpreter + imports + data). "
+        "`peak RSS`: the child's peak RSS (`VmHWM`) right after the call (interpreter + imports + data). "
         "Ours imports Airflow; in a real worker that cost is already paid, so compare "
         "`peak RSS - RSS after import` too.",
         "- `rows ok`: rows equal to the emulator's store field by field (every field `crm.activity.get` "
@@ -373,7 +373,18 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         label = LABELS.get(name, name).replace("*", "")
         measured = [r for r in mine if not r.get("extrapolated") and r.get("correct")]
         guessed = [r for r in mine if r.get("extrapolated")]
+        failed = [r for r in mine if r.get("correct") is False and r.get("wall_s")]
         for ax, key in ((ax_wall, "wall_s"), (ax_req, "http_requests")):
+            for r in failed:
+                ax.scatter([r["n"]], [max(r[key], 1e-3)], marker="X", s=80, color=color, zorder=5)
+                ax.annotate(
+                    "failed",
+                    (r["n"], max(r[key], 1e-3)),
+                    textcoords="offset points",
+                    xytext=(5, -10),
+                    fontsize=7,
+                    color=color,
+                )
             if measured:
                 ax.plot(
                     [r["n"] for r in measured],

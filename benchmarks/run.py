@@ -435,7 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="fetch,coldwarm,export", help="comma-separated subset")
     parser.add_argument("--contenders", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
-    parser.add_argument("--no-memory", action="store_true", help="skip benchmarks/export_memory.py")
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run benchmarks/export_memory.py (default: with --full only)",
+    )
     args = parser.parse_args(argv)
 
     profile = PROFILES["quick" if args.quick else "full"]
@@ -453,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from benchmarks.report import export_memory, write_reports
 
-    memory = None if args.no_memory else export_memory(profile.name)
+    run_memory = args.memory if args.memory is not None else profile.name == "full"
+    memory = export_memory(profile.name) if run_memory else None
     env["duration_s"] = round(time.perf_counter() - started, 1)
     env["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
