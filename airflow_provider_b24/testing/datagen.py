@@ -11,12 +11,13 @@ German and emoji UTF-8. 100,000 rows take about a second or two.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
 import threading
 from collections.abc import Iterator
 from typing import Any, Final
 
-from airflow_provider_b24.testing.store import ActivityStore, Row
+from airflow_provider_b24.testing.store import ActivityStore, Row, split_row
 from airflow_provider_b24.testing.timeutil import FastFormatter, format_ts
 
 __all__ = ["DATA_FROM", "DATA_TO", "USER_IDS", "generate", "populate"]
@@ -257,7 +258,7 @@ def generate(
         yield row, ts
 
 
-_CACHE: dict[tuple[int, int, str], list[tuple[Row, dict[str, float | None]]]] = {}
+_CACHE: dict[tuple[int, int, str], list[tuple[Row, Row, dict[str, float | None]]]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -275,7 +276,16 @@ def populate(store: ActivityStore, count: int, seed: int = 1) -> None:
     with _CACHE_LOCK:
         rows = _CACHE.get(key)
         if rows is None:
-            rows = list(generate(count, seed, store.tz))
+            # The cyclic GC would rescan the growing heap again and again while millions of
+            # containers are allocated; pause it, then freeze the result out of future scans.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                rows = [(*split_row(row), ts) for row, ts in generate(count, seed, store.tz)]
+            finally:
+                if was_enabled:
+                    gc.enable()
+            gc.freeze()
             while len(_CACHE) >= 2:
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = rows

@@ -103,7 +103,8 @@ def activity_get(env: Env, params: Mapping[str, Any]) -> MethodResult:
         _existing(env, activity_id, "Access denied.")
         row = env.store.row(activity_id)
         assert row is not None
-        return MethodResult(render_row(row, DEFAULT_KEYS, _file_url(env)), rows=1)
+        pair = (row, env.store.on_request(activity_id))
+        return MethodResult(render_row(pair, DEFAULT_KEYS, _file_url(env)), rows=1)
 
 
 def activity_list(env: Env, params: Mapping[str, Any]) -> MethodResult:

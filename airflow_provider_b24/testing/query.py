@@ -9,7 +9,6 @@ Unknown filter fields, and filters on object fields, are ignored (documented div
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import json
 import operator
 import re
@@ -59,7 +58,7 @@ class QueryError(Exception):
 class ListPage:
     """One page of results plus the envelope's pagination fields."""
 
-    rows: list[Row]
+    rows: list[tuple[Row, Row]]  # (select-* part, on-request part) of each row
     total: int
     next: int | None
 
@@ -104,7 +103,7 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     return bool(left <= right)
 
 
-def _field_predicate(op: str, field: str, value: Any, tz: dt.timezone) -> Predicate | None:
+def _field_predicate(op: str, field: str, value: Any, store: ActivityStore) -> Predicate | None:
     """Compile one filter entry into ``(id, row, times) -> 0/1``."""
     spec = ACTIVITY_FIELDS.get(field)
     if spec is None or spec.type in (
@@ -117,7 +116,7 @@ def _field_predicate(op: str, field: str, value: Any, tz: dt.timezone) -> Predic
     negate = op in ("!", "!=", "!@", "!%", "!%=")
     base = {"!": "=", "!=": "=", "!@": "@", "!%": "%", "!%=": "%="}.get(op, op)
 
-    getter, convert = _accessors(field, spec.type, tz)
+    getter, convert = _accessors(field, spec.type, store)
 
     if base in ("=%", "%=", "%"):
         patterns = [_like(str(v), base != "%") for v in _values(value) if v not in (None, "")]
@@ -165,9 +164,16 @@ def _field_predicate(op: str, field: str, value: Any, tz: dt.timezone) -> Predic
 
 
 def _accessors(
-    field: str, field_type: str, tz: dt.timezone
+    field: str, field_type: str, store: ActivityStore
 ) -> tuple[Callable[[int, Row, dict[str, float | None]], Any], Callable[[Any], Any]]:
     """(value of the field in a row, converter of a filter value) for typed comparisons."""
+    tz = store.tz
+    if field in ON_REQUEST_KEYS:  # stored apart from the select-* part
+
+        def text_extra(v: Any) -> Any:
+            return None if v is None else str(v).casefold()
+
+        return (lambda i, _r, _ts: text_extra(store.on_request(i).get(field))), text_extra
     if field in DATETIME_FIELDS:
         return (lambda _i, _r, ts: ts.get(field)), (lambda v: parse_datetime(v, tz))
     if field in INTEGER_FIELDS or field_type == "double":
@@ -189,7 +195,7 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _bindings_predicate(value: Any) -> Predicate:
+def _bindings_predicate(value: Any, store: ActivityStore) -> Predicate:
     pairs: list[tuple[str | None, str | None]] = []
     for item in _values(value):
         if isinstance(item, Mapping):
@@ -203,7 +209,7 @@ def _bindings_predicate(value: Any) -> Predicate:
     def matches(_i: int, r: Row, _ts: dict[str, float | None]) -> int:
         count = 0
         for owner_type, owner_id in pairs:
-            for binding in r.get("BINDINGS") or ():
+            for binding in store.on_request(_i).get("BINDINGS") or ():
                 if (owner_type is None or binding["OWNER_TYPE_ID"] == owner_type) and (
                     owner_id is None or binding["OWNER_ID"] == owner_id
                 ):
@@ -229,7 +235,7 @@ def _plan(store: ActivityStore, filt: Mapping[str, Any]) -> _Plan:
     for raw_key, value in filt.items():
         op, field = split_operator(str(raw_key))
         if field == "BINDINGS":
-            predicates.append(_bindings_predicate(value))
+            predicates.append(_bindings_predicate(value, store))
             continue
         if field == "ID" and op in ("=", "@"):
             ids = {i for i in (_int(v) for v in _values(value)) if i is not None}
@@ -255,7 +261,7 @@ def _plan(store: ActivityStore, filt: Mapping[str, Any]) -> _Plan:
             continue
         if not _FIELD_RE.match(field):
             continue
-        predicate = _field_predicate(op, field, value, store.tz)
+        predicate = _field_predicate(op, field, value, store)
         if predicate is not None:
             predicates.append(predicate)
     if candidate_set is not None:
@@ -296,7 +302,7 @@ def _sort_key(field: str, store: ActivityStore) -> Callable[[int], Any]:
         return key_num
 
     def key_str(i: int) -> Any:
-        v = (rows.row(i) or {}).get(field)
+        v = (rows.on_request(i) if field in ON_REQUEST_KEYS else rows.row(i) or {}).get(field)
         return (0, "") if v is None else (1, str(v).casefold())
 
     return key_str
@@ -401,6 +407,15 @@ class _MatchCache:
         self.entries[key] = ids
 
 
+def _pairs(store: ActivityStore, ids: list[int]) -> list[tuple[Row, Row]]:
+    out: list[tuple[Row, Row]] = []
+    for activity_id in ids:
+        base = store.row(activity_id)
+        if base is not None:
+            out.append((base, store.on_request(activity_id)))
+    return out
+
+
 def _caches(store: ActivityStore) -> tuple[_OrderCache, _MatchCache]:
     caches = store.order_cache
     if not isinstance(caches, tuple):
@@ -442,7 +457,7 @@ def run_list(
         if no_count:
             ordered, predicates = _ordered(store, filt, parsed_order)
             ids = _matches(store, ordered, predicates, PAGE_SIZE)
-            return ListPage([r for r in map(store.row, ids) if r is not None], 0, None)
+            return ListPage(_pairs(store, ids), 0, None)
         match_cache = _caches(store)[1]
         key = json.dumps([filt, parsed_order], sort_keys=True, default=str)
         matched = match_cache.get(store, key)
@@ -451,7 +466,7 @@ def run_list(
             matched = _matches(store, ordered, predicates, None)
             match_cache.put(key, matched)
         page_ids = matched[offset : offset + PAGE_SIZE]
-        rows = [r for r in map(store.row, page_ids) if r is not None]
+        rows = _pairs(store, page_ids)
     total = len(matched)
     nxt = offset + PAGE_SIZE if total > offset + PAGE_SIZE else None
     return ListPage(rows, total, nxt)
@@ -469,23 +484,35 @@ def resolve_select(select: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
-_GETTERS: dict[tuple[str, ...], Callable[[Row], Any]] = {}
+_PLAIN: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Row], Any], tuple[str, ...]]] = {}
 
 
-def render_row(row: Row, keys: tuple[str, ...], file_url: Callable[[int, int], str]) -> Row:
-    """Project a stored row onto ``keys`` in wire format (FILES get their signed-looking URLs)."""
-    getter = _GETTERS.get(keys)
-    if getter is None:
-        getter = _GETTERS[keys] = operator.itemgetter(*keys) if len(keys) > 1 else (lambda r: (r[keys[0]],))
-    out = dict(zip(keys, getter(row), strict=True))
-    if "FILES" in out:
-        activity_id = int(row["ID"])
-        out["FILES"] = [
-            {"id": f["id"], "url": file_url(f["id"], activity_id)} for f in row.get("FILES") or ()
-        ]
-    if "WEBDAV_ELEMENTS" in out:
-        out["WEBDAV_ELEMENTS"] = [
-            {"ID": str(f["id"]), "FILE_ID": str(f["id"]), "NAME": f"file{f['id']}.pdf"}
-            for f in row.get("WEBDAV_ELEMENTS") or ()
-        ]
+def render_row(pair: tuple[Row, Row], keys: tuple[str, ...], file_url: Callable[[int, int], str]) -> Row:
+    """Project a stored row onto ``keys`` in wire format (FILES get their signed-looking URLs).
+
+    ``select *`` returns the stored dict itself (rows are never mutated in place), which keeps a
+    2,500-row batch cheap.
+    """
+    base, extra = pair
+    if keys is DEFAULT_KEYS:
+        return base
+    cached = _PLAIN.get(keys)
+    if cached is None:
+        plain = tuple(k for k in keys if k not in ON_REQUEST_KEYS)
+        cached = _PLAIN[keys] = (plain, operator.itemgetter(*plain), tuple(k for k in keys if k not in plain))
+    plain, getter, requested = cached
+    out = dict(zip(plain, getter(base), strict=True)) if len(plain) > 1 else {plain[0]: base[plain[0]]}
+    for key in requested:
+        if key == "FILES":
+            activity_id = int(base["ID"])
+            out["FILES"] = [
+                {"id": f["id"], "url": file_url(f["id"], activity_id)} for f in extra.get("FILES") or ()
+            ]
+        elif key == "WEBDAV_ELEMENTS":
+            out["WEBDAV_ELEMENTS"] = [
+                {"ID": str(f["id"]), "FILE_ID": str(f["id"]), "NAME": f"file{f['id']}.pdf"}
+                for f in extra.get("WEBDAV_ELEMENTS") or ()
+            ]
+        else:
+            out[key] = extra.get(key)
     return out

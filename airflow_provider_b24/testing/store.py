@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import copy
 import json
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,16 +28,27 @@ from airflow_provider_b24.testing.fields import (
     DATETIME_FIELDS,
     DEFAULT_KEYS,
     INTEGER_FIELDS,
+    ON_REQUEST_KEYS,
 )
 from airflow_provider_b24.testing.timeutil import format_ts, parse_datetime, parse_offset
 
-__all__ = ["NO_DEADLINE_EPOCH_UTC", "ActivityStore", "Row"]
+__all__ = ["NO_DEADLINE_EPOCH_UTC", "ActivityStore", "Row", "split_row"]
 
 Row = dict[str, Any]
 # 9999-12-31T00:00:00 in the portal's zone is "no deadline"; the epoch depends on the offset.
 NO_DEADLINE_EPOCH_UTC = 253402214400.0  # 9999-12-31T00:00:00Z
 
 _OBJECT_FIELDS = ("SETTINGS", "PROVIDER_PARAMS")
+_BASE_GETTER = operator.itemgetter(*DEFAULT_KEYS)
+
+
+def split_row(row: Mapping[str, Any]) -> tuple[Row, Row]:
+    """A full row → (the ``select *`` part in wire order, the on-request fields)."""
+    base = dict(zip(DEFAULT_KEYS, _BASE_GETTER(row), strict=True))
+    extra = {key: row.get(key) for key in ON_REQUEST_KEYS}
+    return base, extra
+
+
 _LIST_FIELDS = ("COMMUNICATIONS", "FILES", "BINDINGS", "WEBDAV_ELEMENTS")
 
 
@@ -67,7 +79,8 @@ class ActivityStore:
         self.tz = parse_offset(timezone)
         self.clock = clock
         self.lock = threading.RLock()
-        self._rows: dict[int, Row] = {}
+        self._rows: dict[int, Row] = {}  # the DEFAULT_KEYS part, served as is by get and "*"
+        self._extra: dict[int, Row] = {}  # COMMUNICATIONS, FILES, BINDINGS, ...
         self._ts: dict[int, dict[str, float | None]] = {}
         self._sorted: list[int] = []
         self._hidden: set[int] = set()
@@ -95,8 +108,7 @@ class ActivityStore:
     def get(self, activity_id: int) -> Row | None:
         """A deep copy of the stored wire row (all fields, incl. COMMUNICATIONS/FILES/BINDINGS)."""
         with self.lock:
-            row = self._rows.get(int(activity_id))
-            return copy.deepcopy(row) if row is not None else None
+            return copy.deepcopy(self._merged(int(activity_id)))
 
     def is_hidden(self, activity_id: int) -> bool:
         """True when the webhook/token user may not read this activity."""
@@ -113,8 +125,20 @@ class ActivityStore:
         return self._hidden
 
     def row(self, activity_id: int) -> Row | None:
-        """The stored row itself (no copy; callers must not mutate it)."""
+        """The stored ``select *`` part itself (no copy; callers must not mutate it)."""
         return self._rows.get(activity_id)
+
+    def on_request(self, activity_id: int) -> Row:
+        """The stored on-request fields (COMMUNICATIONS, FILES, BINDINGS, ...); no copy."""
+        return self._extra[activity_id]
+
+    def _merged(self, activity_id: int) -> Row | None:
+        base = self._rows.get(activity_id)
+        return None if base is None else {**base, **self._extra[activity_id]}
+
+    def _put(self, activity_id: int, row: Row, ts: dict[str, float | None]) -> None:
+        self._rows[activity_id], self._extra[activity_id] = split_row(row)
+        self._ts[activity_id] = ts
 
     def times(self, activity_id: int) -> dict[str, float | None]:
         """Parsed unix times of the row's datetime fields."""
@@ -125,10 +149,9 @@ class ActivityStore:
         return self._sorted
 
     def iter_rows(self) -> Iterator[tuple[int, Row]]:
-        """(id, row) in ID order (lock held by the caller)."""
-        rows = self._rows
+        """(id, full row) in ID order (lock held by the caller)."""
         for activity_id in self._sorted:
-            yield activity_id, rows[activity_id]
+            yield activity_id, {**self._rows[activity_id], **self._extra[activity_id]}
 
     # ----------------------------------------------------------------- writing
     def set_hidden(self, activity_id: int, hidden: bool = True) -> None:
@@ -199,8 +222,7 @@ class ActivityStore:
             if row["END_TIME"] is None:
                 self._set_time(row, ts, "END_TIME", ts["START_TIME"])
             self._derive(row, ts)
-            self._rows[activity_id] = row
-            self._ts[activity_id] = ts
+            self._put(activity_id, row, ts)
             if not self._sorted or activity_id > self._sorted[-1]:
                 self._sorted.append(activity_id)
             else:
@@ -208,14 +230,15 @@ class ActivityStore:
             self.version += 1
             return activity_id
 
-    def add_many(self, rows: Iterable[tuple[Row, dict[str, float | None]]]) -> None:
-        """Bulk-insert already-normalised (row, times) pairs (the generator's fast path)."""
+    def add_many(self, rows: Iterable[tuple[Row, Row, dict[str, float | None]]]) -> None:
+        """Bulk-insert normalised (base, extra, times) triples (see ``split_row``; the generator's path)."""
         with self.lock:
-            for row, ts in rows:
-                activity_id = int(row["ID"])
-                self._rows[activity_id] = row
+            for base, extra, ts in rows:
+                activity_id = int(base["ID"])
+                self._rows[activity_id] = base
+                self._extra[activity_id] = extra
                 self._ts[activity_id] = ts
-                comms = row["COMMUNICATIONS"]
+                comms = extra["COMMUNICATIONS"]
                 if comms:
                     self._next_comm_id = max(self._next_comm_id, int(comms[-1]["ID"]) + 1)
             self._sorted = sorted(self._rows)
@@ -226,15 +249,15 @@ class ActivityStore:
         """Change fields (read-only and immutable ones are ignored, as the portal does)."""
         with self.lock:
             activity_id = int(activity_id)
-            old = self._rows[activity_id]
-            row = dict(old)
+            row = self._merged(activity_id)
+            if row is None:
+                raise KeyError(activity_id)
             ts = dict(self._ts[activity_id])
             self._apply(activity_id, row, ts, fields, creating=False)
             if "LAST_UPDATED" not in fields:
                 self._set_time(row, ts, "LAST_UPDATED", self.now())
             self._derive(row, ts)
-            self._rows[activity_id] = row
-            self._ts[activity_id] = ts
+            self._put(activity_id, row, ts)
             self.version += 1
 
     def complete(self, activity_id: int) -> None:
@@ -258,6 +281,7 @@ class ActivityStore:
         with self.lock:
             activity_id = int(activity_id)
             del self._rows[activity_id]
+            del self._extra[activity_id]
             del self._ts[activity_id]
             self._hidden.discard(activity_id)
             index = bisect.bisect_left(self._sorted, activity_id)
@@ -268,6 +292,7 @@ class ActivityStore:
         """Remove everything."""
         with self.lock:
             self._rows.clear()
+            self._extra.clear()
             self._ts.clear()
             self._sorted.clear()
             self._hidden.clear()
@@ -280,7 +305,7 @@ class ActivityStore:
         with self.lock:
             return {
                 "timezone": format_ts(0, self.tz)[-6:],
-                "activities": [copy.deepcopy(self._rows[i]) for i in self._sorted],
+                "activities": [copy.deepcopy(self._merged(i)) for i in self._sorted],
                 "hidden": sorted(self._hidden),
             }
 
