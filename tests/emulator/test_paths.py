@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.testing.phpquery import build_query, parse_str
@@ -95,3 +99,34 @@ def test_localhost_name_verifies_too(shared_emu: Bitrix24Emulator) -> None:
     url = shared_emu.webhook_url.replace("127.0.0.1", "localhost") + "server.time"
     response = requests.post(url, json={}, verify=shared_emu.ca_cert, timeout=10)
     assert response.status_code == 200 and response.json()["result"].endswith("+03:00")
+
+
+_keys = st.text(alphabet=st.sampled_from("ABCDEFGHIJ_>=<!@%.xyz "), min_size=1, max_size=8).filter(
+    lambda k: not k.isdigit() and "[" not in k
+)
+_values = st.text(max_size=12)
+_tree = st.recursive(
+    _values,
+    lambda children: (
+        st.lists(children, min_size=1, max_size=3) | st.dictionaries(_keys, children, min_size=1, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_keys.filter(lambda k: " " not in k and "." not in k), _tree, min_size=1, max_size=4))
+def test_parse_str_inverts_build_query(params: dict) -> None:
+    """PHP round trip: http_build_query-style encoding decodes back to the same nested value."""
+    assert parse_str(build_query(params)) == params
+
+
+def test_chunked_request_body(api: Caller) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"id": '
+        yield b"12}"
+
+    response = api.session.post(
+        api.emu.webhook_url + "crm.activity.get", data=body(), headers={"Content-Type": "application/json"}
+    )
+    assert response.json()["result"]["ID"] == "12"

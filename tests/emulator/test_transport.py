@@ -99,3 +99,47 @@ def test_connection_uri_decodes_like_airflow(shared_emu: Bitrix24Emulator) -> No
     assert unquote(host) == shared_emu.base_url and unquote(login) == "1"
     assert unquote(password) == shared_emu.webhook_code
     assert parse_qs(parts.query)["verify"] == [shared_emu.ca_cert]
+
+
+def test_concurrent_clients_while_the_store_changes(fresh: Caller) -> None:
+    """Eight keep-alive clients list and get while another thread adds, updates and deletes."""
+    import threading
+
+    emu = fresh.emu
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            new_id = emu.store.add({"SUBJECT": f"w{n}", "TYPE_ID": 2, "OWNER_TYPE_ID": 3, "OWNER_ID": 1})
+            emu.store.update(new_id, {"SUBJECT": f"w{n}!"})
+            emu.store.complete(new_id)
+            if n % 2:
+                emu.store.delete(new_id)
+            n += 1
+            stop.wait(0.002)
+
+    def reader() -> None:
+        caller = Caller(emu)
+        try:
+            for i in range(40):
+                response = caller.post("crm.activity.list", {"start": (i % 4) * 50, "order": {"ID": "DESC"}})
+                if response.status_code != 200 or "result" not in response.json():
+                    errors.append(response.text[:200])
+                if caller.post("crm.activity.get", {"id": 1 + i}).status_code != 200:
+                    errors.append("get failed")
+        finally:
+            caller.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    write_thread = threading.Thread(target=writer)
+    write_thread.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    stop.set()
+    write_thread.join(timeout=10)
+    assert errors == []
+    assert emu.stats["requests"] >= 8 * 80
