@@ -26,14 +26,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from airflow_provider_b24.activities import coerce_select, fetch_activities
-from airflow_provider_b24.exceptions import Bitrix24Error, Bitrix24OperationTimeLimit
-from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+if TYPE_CHECKING:
+    from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+
+# The triggerer imports this module on its event loop, so it stays light: the client, ``requests``
+# and the hook are imported inside the poll, which runs in a worker thread.
 
 #: ``until="completed"``: every activity exists and has ``COMPLETED == "Y"``;
 #: ``until="exists"``: every activity exists (whatever its state).
@@ -69,6 +71,8 @@ def select_for(select: Any, until: str) -> Any:
     ``until="completed"`` must read ``COMPLETED``; a user's explicit field list (without ``*``) might
     not name it, so it is added (``ID`` is always added by the fetch itself).
     """
+    from airflow_provider_b24.activities import coerce_select  # heavy: see the module imports
+
     if until != UNTIL_COMPLETED or select is None:
         return select
     fields = coerce_select(select)
@@ -120,6 +124,17 @@ def evaluate_activities(
     return ActivityWaitStatus(done=not missing and not pending, missing_ids=missing, pending_ids=pending)
 
 
+@dataclass
+class _PollOutcome:
+    """What one poll found: the rows and their status, or an error and how long to wait after it."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    status: ActivityWaitStatus | None = None
+    error: Exception | None = None
+    #: seconds to wait before the next poll after a retryable ``error``; ``None``: give up.
+    wait: float | None = None
+
+
 class Bitrix24ActivityTrigger(BaseTrigger):
     """Poll Bitrix24 until every activity exists (``until="exists"``) or is completed (``"completed"``).
 
@@ -165,34 +180,48 @@ class Bitrix24ActivityTrigger(BaseTrigger):
 
     # -- polling (sync, in a worker thread) ---------------------------------------------------------
 
-    def _fetch(self) -> tuple[list[dict[str, Any]], list[int]]:
-        """One poll: fetch the activities (one HTTP request per 2,500 IDs). Runs in a worker thread.
+    def _poll(self) -> _PollOutcome:
+        """One poll, in a worker thread: fetch (one HTTP request per 2,500 IDs) and evaluate.
 
         The hook is built on the first poll, in this thread: resolving the connection may talk to the
         triggerer's supervisor synchronously, which must not happen on the event loop's thread.
+        Errors are classified here too, so the event loop never imports the client.
         """
-        if self._hook is None:
-            self._hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
-        result = fetch_activities(self._hook, self.activity_ids, select=select_for(self.select, self.until))
-        return result.activities, result.missing_ids
+        from airflow_provider_b24.activities import fetch_activities  # heavy: see the module imports
+        from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
-    def _close(self) -> None:
-        hook, self._hook = self._hook, None
-        close = getattr(hook, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:  # pragma: no cover - best effort
-                self.log.debug("closing the Bitrix24 hook failed", exc_info=True)
+        try:
+            if self._hook is None:
+                self._hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
+            select = select_for(self.select, self.until)
+            result = fetch_activities(self._hook, self.activity_ids, select=select)
+        except Exception as error:
+            return _PollOutcome(error=error, wait=self._wait_after(error))
+        status = evaluate_activities(result.activities, result.missing_ids, self.until)
+        return _PollOutcome(rows=result.activities, status=status)
 
     def _wait_after(self, error: Exception) -> float | None:
         """Seconds to wait before polling again after ``error``, or ``None`` if waiting will not help."""
+        from airflow_provider_b24.exceptions import (  # heavy: see the module imports
+            Bitrix24Error,
+            Bitrix24OperationTimeLimit,
+        )
+
         if isinstance(error, Bitrix24OperationTimeLimit):
             reset_in = (error.reset_at - time.time()) if error.reset_at else 0.0
             return max(float(self.poll_interval), reset_in + OPERATING_RESET_MARGIN_S)
         if isinstance(error, Bitrix24Error) and error.retryable:
             return float(self.poll_interval)
         return None
+
+    def _close(self) -> None:
+        """Close the hook's HTTP session (quick: no I/O beyond closing sockets)."""
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            try:
+                hook.close()
+            except Exception:  # pragma: no cover - best effort
+                self.log.debug("closing the Bitrix24 hook failed", exc_info=True)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until done (one ``success`` event) or an unrecoverable error (one ``error`` event)."""
@@ -201,10 +230,9 @@ class Bitrix24ActivityTrigger(BaseTrigger):
         try:
             while True:
                 polls += 1
-                try:
-                    rows, missing = await sync_to_async(self._fetch, thread_sensitive=False)()
-                except Exception as error:
-                    wait = self._wait_after(error)
+                outcome = await sync_to_async(self._poll, thread_sensitive=False)()
+                if outcome.error is not None:
+                    error, wait = outcome.error, outcome.wait
                     if wait is None:
                         self.log.error("Bitrix24 activity trigger failed: %s", error)
                         self._close()
@@ -215,7 +243,8 @@ class Bitrix24ActivityTrigger(BaseTrigger):
                     )
                     await asyncio.sleep(wait)
                     continue
-                status = evaluate_activities(rows, missing, self.until)
+                status = outcome.status
+                assert status is not None
                 if status.done:
                     self.log.info(
                         "All %d activities %s after %d poll(s)",
@@ -224,7 +253,7 @@ class Bitrix24ActivityTrigger(BaseTrigger):
                         polls,
                     )
                     self._close()
-                    yield TriggerEvent({"status": "success", "activities": rows})
+                    yield TriggerEvent({"status": "success", "activities": outcome.rows})
                     return
                 self.log.info("%s; polling again in %.1f s", status.describe(len(ids)), self.poll_interval)
                 await asyncio.sleep(float(self.poll_interval))

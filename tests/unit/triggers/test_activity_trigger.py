@@ -94,7 +94,7 @@ class FakeHook:
 def portal(monkeypatch: pytest.MonkeyPatch) -> Portal:
     portal = Portal()
     monkeypatch.setattr(
-        "airflow_provider_b24.triggers.activity.Bitrix24Hook",
+        "airflow_provider_b24.hooks.bitrix24.Bitrix24Hook",
         lambda *, bitrix24_conn_id: FakeHook(portal, bitrix24_conn_id),
     )
     monkeypatch.setattr("airflow_provider_b24.triggers.activity.OPERATING_RESET_MARGIN_S", 0.01)
@@ -294,7 +294,7 @@ async def test_run_error_when_hook_cannot_be_built(monkeypatch: pytest.MonkeyPat
     def broken(**_: Any) -> Any:
         raise Bitrix24ConfigError("connection 'nope' has no host")
 
-    monkeypatch.setattr("airflow_provider_b24.triggers.activity.Bitrix24Hook", broken)
+    monkeypatch.setattr("airflow_provider_b24.hooks.bitrix24.Bitrix24Hook", broken)
     events = await collect(trigger(bitrix24_conn_id="nope"))
     assert [e.payload["status"] for e in events] == ["error"]
     assert "has no host" in events[0].payload["message"]
@@ -317,3 +317,20 @@ async def test_empty_ids_succeed_at_once(portal: Portal) -> None:
     events = await collect(trigger(activity_ids=[]))
     assert events == [TriggerEvent({"status": "success", "activities": []})]
     assert portal.requests == 0
+
+
+def test_module_import_is_light() -> None:
+    """The triggerer imports the trigger's module on its event loop: the client (and ``requests``
+    through it) must be imported in the worker thread, not there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_provider_b24.triggers.activity as m; "
+        "print(sorted(n for n in sys.modules if n.startswith('airflow_provider_b24.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert "airflow_provider_b24.client" not in loaded
+    assert "airflow_provider_b24.hooks.bitrix24" not in loaded
+    assert "airflow_provider_b24.activities" not in loaded
