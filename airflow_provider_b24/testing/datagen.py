@@ -278,6 +278,9 @@ def populate(store: ActivityStore, count: int, seed: int = 1) -> None:
         if rows is None:
             # The cyclic GC would rescan the growing heap again and again while millions of
             # containers are allocated; pause it, then freeze the result out of future scans.
+            big = count >= 20_000
+            if big:  # collect real garbage now, so the freeze below keeps only live objects
+                gc.collect()
             was_enabled = gc.isenabled()
             gc.disable()
             try:
@@ -285,7 +288,8 @@ def populate(store: ActivityStore, count: int, seed: int = 1) -> None:
             finally:
                 if was_enabled:
                     gc.enable()
-            gc.freeze()
+            if big:
+                gc.freeze()
             while len(_CACHE) >= 2:
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = rows
