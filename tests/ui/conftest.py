@@ -1,0 +1,229 @@
+"""Fixtures for the browser test of the Airflow UI: an ``airflow api-server``, the emulator, Chromium.
+
+* ``airflow_ui``: ``airflow db migrate`` into a throwaway SQLite ``AIRFLOW_HOME``, then
+  ``airflow api-server`` on a free loopback port with the simple auth manager (one known admin user)
+  and ``[core] test_connection = Enabled``. Session-scoped; its whole process group is stopped at the
+  end, even when a test fails.
+* ``chromium_executable``: Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it). Missing: the
+  tests skip, unless ``CI`` is set, where they fail. Playwright never downloads a browser here.
+* ``ui_page``: one logged-in Playwright page in headless Chromium with an empty profile.
+* ``emulator``: the bundled Bitrix24 emulator over HTTPS with its own CA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+AIRFLOW_VERSION = version("apache-airflow-core")
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-" + secrets.token_hex(4)
+SERVER_START_TIMEOUT = 120.0
+
+#: Debian's Chromium flags for this machine's closed network (see .library/env/machines/python.md).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_env(home: Path, port: int) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    return env
+
+
+def _stop_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+    # uvicorn workers may outlive the parent for a moment: kill the group for sure.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+
+
+@dataclass
+class AirflowUI:
+    base_url: str
+    home: Path
+    log_path: Path
+    version: str
+    username: str
+    password: str
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "<no log>"
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Debian's Chromium; skip without it, but fail in CI, which must run this test."""
+    path = "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else shutil.which("chromium")
+    if path is None:
+        reason = "Debian's chromium is not installed (see scripts/ensure-chromium.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and {reason}")
+        pytest.skip(reason)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - the [test] extra installs it
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and playwright is missing: {exc}")
+        pytest.skip(f"playwright is missing: {exc}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
+    """``airflow api-server`` on a free loopback port, a fresh SQLite DB, one admin user."""
+    home = tmp_path_factory.mktemp("ui-airflow-home")
+    (home / "dags").mkdir()
+    (home / "passwords.json").write_text(f'{{"{ADMIN_USER}": "{ADMIN_PASSWORD}"}}')
+    port = _free_port()
+    env = _server_env(home, port)
+    airflow = str(VENV_BIN / "airflow")
+    migrate = subprocess.run(
+        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    output = migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    assert migrate.returncode == 0, f"airflow db migrate failed:\n{output}"
+
+    log_path = home / "api-server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopped as a whole
+        )
+    ui = AirflowUI(f"http://127.0.0.1:{port}", home, log_path, AIRFLOW_VERSION, ADMIN_USER, ADMIN_PASSWORD)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{ui.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{ui.base_url}/api/v2/monitor/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"airflow api-server not healthy after {SERVER_START_TIMEOUT}s:\n{ui.log_tail()}")
+            time.sleep(0.25)
+        yield ui
+    finally:
+        _stop_group(proc)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Any]:
+    """The bundled Bitrix24 emulator over HTTPS (self-signed CA, verified via the ``verify`` field)."""
+    from airflow_provider_b24.testing import Bitrix24Emulator
+
+    with Bitrix24Emulator(activities=5, seed=11, tls=True) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def browser_context(chromium_executable: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a new, empty --user-data-dir
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=chromium_executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        context.set_default_timeout(20_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="session")
+def ui_page(browser_context: Any, airflow_ui: AirflowUI) -> Any:
+    """A page logged into the Airflow UI as the admin user."""
+    page = browser_context.new_page()
+    page.goto(f"{airflow_ui.base_url}/")
+    page.get_by_label("Username").fill(airflow_ui.username)
+    page.get_by_label("Password").fill(airflow_ui.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+    return page
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``B24_UI_SCREENSHOTS`` (e.g. docs/img, see scripts/ui-screenshots.sh) or a temporary folder."""
+    target = os.environ.get("B24_UI_SCREENSHOTS")
+    if target:
+        path = Path(target)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("ui-screenshots")
