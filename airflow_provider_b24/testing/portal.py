@@ -11,9 +11,8 @@ import contextlib
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,38 +23,12 @@ from airflow_provider_b24.testing.faults import Fault, FaultKind, FaultSet
 from airflow_provider_b24.testing.limits import LeakyBucket, OperatingMeter
 from airflow_provider_b24.testing.methods import HANDLERS, Env, MethodResult, scope_of
 from airflow_provider_b24.testing.phpquery import parse_str
+from airflow_provider_b24.testing.stats import Stats
 from airflow_provider_b24.testing.store import ActivityStore
 from airflow_provider_b24.testing.timeutil import format_ts
+from airflow_provider_b24.testing.wire import HTML, HttpRequest, HttpResponse, html_page, json_body
 
-__all__ = ["HttpRequest", "HttpResponse", "Portal", "PortalConfig"]
-
-_HTML = "text/html; charset=UTF-8"
-_JSON = "application/json; charset=utf-8"
-
-
-@dataclass
-class HttpRequest:
-    """A parsed HTTP request (header names lower-case)."""
-
-    verb: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-    body: bytes
-    secure: bool
-    host: str = ""
-
-
-@dataclass
-class HttpResponse:
-    """What to send back; ``delay`` seconds first; ``reset_after`` bytes of body, then a TCP reset."""
-
-    status: int
-    body: bytes
-    content_type: str = _JSON
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    delay: float = 0.0
-    reset_after: int | None = None
+__all__ = ["HttpRequest", "HttpResponse", "Portal", "PortalConfig", "Stats"]
 
 
 @dataclass
@@ -79,80 +52,6 @@ class PortalConfig:
     enforce_https: bool = True
     seed: int = 1
     member_id: str = ""
-
-
-class Stats:
-    """Thread-safe counters; ``snapshot()`` is what ``emu.stats`` returns."""
-
-    _SCALARS = (
-        "requests",
-        "rejected_rate_limit",
-        "rejected_operating",
-        "rejected_auth",
-        "errors",
-        "batch_requests",
-        "batch_commands",
-        "rows_returned",
-        "token_requests",
-        "token_refreshes",
-        "token_errors",
-        "oauth_secrets_in_query",
-        "faults_injected",
-        "connections",
-        "plain_http_requests",
-    )
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        """Zero everything."""
-        with self._lock:
-            self.values: Counter[str] = Counter(dict.fromkeys(self._SCALARS, 0))
-            self.methods: Counter[str] = Counter()
-            self.batch_methods: Counter[str] = Counter()
-            self.error_codes: Counter[str] = Counter()
-            self.statuses: Counter[int] = Counter()
-
-    def add(self, key: str, amount: int = 1) -> None:
-        """Increment a scalar counter."""
-        with self._lock:
-            self.values[key] += amount
-
-    def record(self, status: int, error: str | None = None) -> None:
-        """Count one response status (and its error code)."""
-        with self._lock:
-            self.statuses[status] += 1
-            if error is not None:
-                self.values["errors"] += 1
-                self.error_codes[error or "(empty)"] += 1
-
-    def method(self, name: str, *, in_batch: bool = False) -> None:
-        """Count one call of a method."""
-        with self._lock:
-            (self.batch_methods if in_batch else self.methods)[name] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A plain-dict copy."""
-        with self._lock:
-            out: dict[str, Any] = dict(self.values)
-            out["methods"] = dict(self.methods)
-            out["batch_methods"] = dict(self.batch_methods)
-            out["error_codes"] = dict(self.error_codes)
-            out["statuses"] = dict(self.statuses)
-            return out
-
-
-def _json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _html(status: int, title: str) -> bytes:
-    return (
-        f"<!DOCTYPE html><html><head><title>{status} {title}</title></head>"
-        f"<body><h1>{status} {title}</h1><hr><center>nginx</center></body></html>"
-    ).encode()
 
 
 _HTML_FAULTS = {
@@ -205,7 +104,7 @@ class Portal:
             return self._rest(request)
         if path.startswith("/bitrix/tools/crm_show_file.php"):
             return HttpResponse(200, b"%PDF-1.4\n% emulator file\n", content_type="application/pdf")
-        return HttpResponse(404, _html(404, "Not Found"), content_type=_HTML)
+        return HttpResponse(404, html_page(404, "Not Found"), content_type=HTML)
 
     # ------------------------------------------------------------------ helpers
     def fmt(self, epoch: float) -> str:
@@ -231,7 +130,7 @@ class Portal:
 
     def _error(self, exc: ApiError) -> HttpResponse:
         self.stats.record(exc.status, exc.error)
-        return HttpResponse(exc.status, _json(exc.body()))
+        return HttpResponse(exc.status, json_body(exc.body()))
 
     def _fault_response(self, fault: Fault, request: HttpRequest) -> HttpResponse | None:
         """The response for an injected fault (None for ``slow``: handled by the caller)."""
@@ -241,7 +140,7 @@ class Portal:
         if kind in _HTML_FAULTS:
             status, title = _HTML_FAULTS[kind]
             self.stats.record(status, f"html_{status}")
-            return HttpResponse(status, _html(status, title), content_type=_HTML)
+            return HttpResponse(status, html_page(status, title), content_type=HTML)
         if kind is FaultKind.HTTP_500_JSON:
             return self._error(ApiError.internal())
         if kind is FaultKind.MALFORMED_JSON:
@@ -283,7 +182,7 @@ class Portal:
                 location = urlunsplit((scheme, netloc, request.path, request.query, ""))
             self.stats.record(302)
             return HttpResponse(
-                302, _html(302, "Found"), content_type=_HTML, headers=[("Location", str(location))]
+                302, html_page(302, "Found"), content_type=HTML, headers=[("Location", str(location))]
             )
         return None
 
@@ -308,7 +207,9 @@ class Portal:
         def oauth_error(status: int, code: str, description: str) -> HttpResponse:
             stats.add("token_errors")
             stats.record(status, code)
-            return HttpResponse(status, _json({"error": code, "error_description": description}), delay=delay)
+            return HttpResponse(
+                status, json_body({"error": code, "error_description": description}), delay=delay
+            )
 
         grant = str(params.get("grant_type", ""))
         if grant != "refresh_token":
@@ -343,7 +244,7 @@ class Portal:
             "user_id": int(self.config.user_id),
             "refresh_token": refresh,
         }
-        return HttpResponse(200, _json(body), delay=delay)
+        return HttpResponse(200, json_body(body), delay=delay)
 
     # ------------------------------------------------------------------ REST
     def _authenticate(self, segments: list[str], params: Mapping[str, Any]) -> AuthResult:
@@ -485,7 +386,7 @@ class Portal:
             "operating": operating,
         }
         stats.record(200)
-        return HttpResponse(200, _json(body), delay=latency)
+        return HttpResponse(200, json_body(body), delay=latency)
 
     def _batch(self, params: Mapping[str, Any], auth: AuthResult, env: Env) -> tuple[Any, int, list[str]]:
         stats = self.stats

@@ -14,12 +14,12 @@ import socketserver
 import ssl
 import struct
 import threading
-import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_b24.testing.portal import HttpRequest, HttpResponse, Portal
+from airflow_provider_b24.testing.portal import Portal
+from airflow_provider_b24.testing.wire import HttpRequest, HttpResponse
 
 __all__ = ["EmulatorServer"]
 
@@ -230,5 +230,4 @@ def serve_in_thread(server: EmulatorServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.name = f"b24-emulator-{server.server_address[1]}"
     thread.start()
-    time.sleep(0)
     return thread
