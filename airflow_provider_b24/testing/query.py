@@ -1,17 +1,14 @@
-"""``crm.activity.list`` semantics: filter operators, order, select and 50-row pages over the store.
+"""``crm.activity.list`` paging: order, 50-row pages, counts, ``select`` and row rendering.
 
-ID filters never scan: ``ID``/``@ID`` use the dict index, ``>ID``/``>=ID``/``<ID``/``<=ID`` bisect the
-sorted ID list. Datetime comparisons compare instants (any offset in the value; naive = portal
-time). Any other filter is a scan in the requested order, stopping after one page when ``start=-1``.
-Unknown filter fields, and filters on object fields, are ignored (documented divergence).
+Filters come from :mod:`~airflow_provider_b24.testing.filters`. Non-ID filters scan in the requested
+order and stop after one page when ``start=-1``; counted queries cache their full match list per
+store version, so offset paging (``start=50, 100, ...``) does not rescan.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,31 +20,12 @@ from airflow_provider_b24.testing.fields import (
     INTEGER_FIELDS,
     ON_REQUEST_KEYS,
 )
+from airflow_provider_b24.testing.filters import Predicate, plan, to_float, to_int, values_of
 from airflow_provider_b24.testing.store import ActivityStore, Row
-from airflow_provider_b24.testing.timeutil import parse_datetime
 
 __all__ = ["PAGE_SIZE", "ListPage", "QueryError", "render_row", "resolve_select", "run_list"]
 
 PAGE_SIZE: Final[int] = 50
-_OPERATORS: Final[tuple[str, ...]] = (
-    "!%=",
-    "!@",
-    "!%",
-    "!=",
-    ">=",
-    "<=",
-    "=%",
-    "%=",
-    "@",
-    "%",
-    ">",
-    "<",
-    "=",
-    "!",
-)
-_FIELD_RE = re.compile(r"^[A-Z0-9_]+$")
-
-Predicate = Callable[[int, Row, dict[str, float | None]], int]
 
 
 class QueryError(Exception):
@@ -61,223 +39,6 @@ class ListPage:
     rows: list[tuple[Row, Row]]  # (select-* part, on-request part) of each row
     total: int
     next: int | None
-
-
-def split_operator(key: str) -> tuple[str, str]:
-    """``">=LAST_UPDATED"`` → ``(">=", "LAST_UPDATED")``; no operator → ``("=", key)``."""
-    for op in _OPERATORS:
-        if key.startswith(op):
-            return op, key[len(op) :].strip().upper()
-    return "=", key.strip().upper()
-
-
-def _values(value: Any) -> list[Any]:
-    if isinstance(value, Mapping):
-        return list(value.values())
-    if isinstance(value, list | tuple | set):
-        return list(value)
-    return [value]
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _like(pattern: str, explicit: bool) -> re.Pattern[str]:
-    if not explicit:
-        return re.compile(re.escape(pattern), re.IGNORECASE | re.DOTALL)
-    parts = [re.escape(p) for p in pattern.split("%")]
-    return re.compile("^" + ".*".join(p.replace("_", ".") for p in parts) + "$", re.IGNORECASE | re.DOTALL)
-
-
-def _compare(op: str, left: Any, right: Any) -> bool:
-    if op == ">":
-        return bool(left > right)
-    if op == ">=":
-        return bool(left >= right)
-    if op == "<":
-        return bool(left < right)
-    return bool(left <= right)
-
-
-def _field_predicate(op: str, field: str, value: Any, store: ActivityStore) -> Predicate | None:
-    """Compile one filter entry into ``(id, row, times) -> 0/1``."""
-    spec = ACTIVITY_FIELDS.get(field)
-    if spec is None or spec.type in (
-        "object",
-        "diskfile",
-        "crm_activity_communication",
-        "crm_activity_binding",
-    ):
-        return None
-    negate = op in ("!", "!=", "!@", "!%", "!%=")
-    base = {"!": "=", "!=": "=", "!@": "@", "!%": "%", "!%=": "%="}.get(op, op)
-
-    getter, convert = _accessors(field, spec.type, store)
-
-    if base in ("=%", "%=", "%"):
-        patterns = [_like(str(v), base != "%") for v in _values(value) if v not in (None, "")]
-
-        def like(i: int, r: Row, ts: dict[str, float | None]) -> int:
-            text = r.get(field)
-            hit = text is not None and any(p.search(str(text)) for p in patterns)
-            return int(hit != negate)
-
-        return like
-    if base == "@":
-        wanted = {convert(v) for v in _values(value)}
-        wanted.discard(None)
-
-        def member(i: int, r: Row, ts: dict[str, float | None]) -> int:
-            return int((getter(i, r, ts) in wanted) != negate)
-
-        return member
-    raw = _values(value)
-    if base == "=":
-        if len(raw) > 1 or isinstance(value, list | tuple | Mapping):  # "=" with an array means IN
-            wanted_any = {convert(v) for v in raw}
-
-            def member_eq(i: int, r: Row, ts: dict[str, float | None]) -> int:
-                return int((getter(i, r, ts) in wanted_any) != negate)
-
-            return member_eq
-        target = None if raw[0] in (None, "") else convert(raw[0])
-
-        def equal(i: int, r: Row, ts: dict[str, float | None]) -> int:
-            current = getter(i, r, ts)
-            hit = current in (None, "") if target is None else current == target
-            return int(hit != negate)
-
-        return equal
-    bound = convert(raw[0]) if raw else None
-
-    def compare(i: int, r: Row, ts: dict[str, float | None]) -> int:
-        current = getter(i, r, ts)
-        if current is None or bound is None:
-            return 0
-        return int(_compare(base, current, bound))
-
-    return compare
-
-
-def _accessors(
-    field: str, field_type: str, store: ActivityStore
-) -> tuple[Callable[[int, Row, dict[str, float | None]], Any], Callable[[Any], Any]]:
-    """(value of the field in a row, converter of a filter value) for typed comparisons."""
-    tz = store.tz
-    if field in ON_REQUEST_KEYS:  # stored apart from the select-* part
-
-        def text_extra(v: Any) -> Any:
-            return None if v is None else str(v).casefold()
-
-        return (lambda i, _r, _ts: text_extra(store.on_request(i).get(field))), text_extra
-    if field in DATETIME_FIELDS:
-        return (lambda _i, _r, ts: ts.get(field)), (lambda v: parse_datetime(v, tz))
-    if field in INTEGER_FIELDS or field_type == "double":
-        caster: Callable[[Any], Any] = _int if field in INTEGER_FIELDS else _float
-        return (lambda _i, r, _ts: caster(r.get(field))), caster
-
-    def text(v: Any) -> Any:
-        if isinstance(v, bool):
-            v = "Y" if v else "N"
-        return None if v is None else str(v).casefold()
-
-    return (lambda _i, r, _ts: text(r.get(field))), text
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _bindings_predicate(value: Any, store: ActivityStore) -> Predicate:
-    pairs: list[tuple[str | None, str | None]] = []
-    for item in _values(value):
-        if isinstance(item, Mapping):
-            owner_type = item.get("OWNER_TYPE_ID", item.get("owner_type_id"))
-            owner_id = item.get("OWNER_ID", item.get("owner_id"))
-            pairs.append(
-                (None if owner_type in (None, "") else str(_int(owner_type)),
-                 None if owner_id in (None, "") else str(_int(owner_id)))
-            )  # fmt: skip
-
-    def matches(_i: int, r: Row, _ts: dict[str, float | None]) -> int:
-        count = 0
-        for owner_type, owner_id in pairs:
-            for binding in store.on_request(_i).get("BINDINGS") or ():
-                if (owner_type is None or binding["OWNER_TYPE_ID"] == owner_type) and (
-                    owner_id is None or binding["OWNER_ID"] == owner_id
-                ):
-                    count += 1  # one row per matching pair: the portal repeats rows
-                    break
-        return count
-
-    return matches
-
-
-@dataclass
-class _Plan:
-    candidates: Iterable[int] | None  # None = all, in the requested order
-    predicates: list[Predicate]
-    id_sorted: bool  # candidates are ascending IDs
-
-
-def _plan(store: ActivityStore, filt: Mapping[str, Any]) -> _Plan:
-    predicates: list[Predicate] = []
-    candidate_set: set[int] | None = None
-    low, high = None, None  # ID bounds: low inclusive, high exclusive positions
-    sorted_ids = store.sorted_ids()
-    for raw_key, value in filt.items():
-        op, field = split_operator(str(raw_key))
-        if field == "BINDINGS":
-            predicates.append(_bindings_predicate(value, store))
-            continue
-        if field == "ID" and op in ("=", "@"):
-            ids = {i for i in (_int(v) for v in _values(value)) if i is not None}
-            candidate_set = ids if candidate_set is None else candidate_set & ids
-            continue
-        if field == "ID" and op in (">", ">=", "<", "<="):
-            bound = _int(value)
-            if bound is None:
-                candidate_set = set()
-                continue
-            if op == ">":
-                pos = bisect.bisect_right(sorted_ids, bound)
-                low = pos if low is None else max(low, pos)
-            elif op == ">=":
-                pos = bisect.bisect_left(sorted_ids, bound)
-                low = pos if low is None else max(low, pos)
-            elif op == "<":
-                pos = bisect.bisect_left(sorted_ids, bound)
-                high = pos if high is None else min(high, pos)
-            else:
-                pos = bisect.bisect_right(sorted_ids, bound)
-                high = pos if high is None else min(high, pos)
-            continue
-        if not _FIELD_RE.match(field):
-            continue
-        predicate = _field_predicate(op, field, value, store)
-        if predicate is not None:
-            predicates.append(predicate)
-    if candidate_set is not None:
-        chosen = sorted(i for i in candidate_set if i in store)
-        if low is not None or high is not None:
-            lo = low or 0
-            hi = len(sorted_ids) if high is None else high
-            if lo >= hi:
-                chosen = []
-            else:
-                lo_id, hi_id = sorted_ids[lo], sorted_ids[hi - 1]
-                chosen = [i for i in chosen if lo_id <= i <= hi_id]
-        return _Plan(chosen, predicates, True)
-    if low is not None or high is not None:
-        return _Plan(sorted_ids[low or 0 : high if high is not None else len(sorted_ids)], predicates, True)
-    return _Plan(None, predicates, True)
 
 
 def _sort_key(field: str, store: ActivityStore) -> Callable[[int], Any]:
@@ -296,7 +57,7 @@ def _sort_key(field: str, store: ActivityStore) -> Callable[[int], Any]:
     ):
 
         def key_num(i: int) -> Any:
-            v = _float((rows.row(i) or {}).get(field))
+            v = to_float((rows.row(i) or {}).get(field))
             return (0, 0.0) if v is None else (1, v)
 
         return key_num
@@ -427,10 +188,10 @@ def _ordered(
     store: ActivityStore, filt: Mapping[str, Any], order: list[tuple[str, bool]]
 ) -> tuple[Iterable[int], list[Predicate]]:
     """Candidate IDs in the requested order, and the predicates still to apply."""
-    plan = _plan(store, filt)
-    if plan.candidates is None:
-        return _caches(store)[0].get(store, order), plan.predicates
-    return _sort_ids(store, list(plan.candidates), order), plan.predicates
+    chosen = plan(store, filt)
+    if chosen.candidates is None:
+        return _caches(store)[0].get(store, order), chosen.predicates
+    return _sort_ids(store, list(chosen.candidates), order), chosen.predicates
 
 
 def run_list(
@@ -449,7 +210,7 @@ def run_list(
         raise QueryError("Parameter 'filter' must be array.")
     if not isinstance(order, Mapping):
         raise QueryError("Parameter 'order' must be array.")
-    start_int = _int(start) if start not in (None, "") else 0
+    start_int = to_int(start) if start not in (None, "") else 0
     no_count = start_int == -1
     offset = 0 if start_int is None or start_int < 0 else start_int
     parsed_order = _parse_order(order)
@@ -474,7 +235,7 @@ def run_list(
 
 def resolve_select(select: Any) -> tuple[str, ...]:
     """``select`` → output keys: ``*``/empty = the default keys; ID always included."""
-    names = [str(s).strip().upper() for s in _values(select) if s not in (None, "")] if select else []
+    names = [str(s).strip().upper() for s in values_of(select) if s not in (None, "")] if select else []
     if not names:
         return DEFAULT_KEYS
     wanted = set(names)
