@@ -181,7 +181,9 @@ class Demo:
         self.env.update(airflow_env(self.home))
         os.environ.update(self.env)  # this process reads the XComs back with Airflow's serde
         self.run("airflow-db-migrate", [str(AIRFLOW), "db", "migrate"], timeout=180)
-        self.say(f"AIRFLOW_HOME {self.home} (SQLite) migrated; DAGs folder {REPO / 'dags_examples'}")
+        self.say(
+            f"AIRFLOW_HOME {shown(self.home)} (SQLite) migrated; DAGs folder {shown(REPO / 'dags_examples')}"
+        )
 
     def activities_by_id(self) -> dict[str, Any]:
         conf = {"activity_ids": FETCH_IDS, "as_of": AS_OF}
@@ -307,6 +309,14 @@ def webhook_of(conn: Mapping[str, Any]) -> tuple[str, str | bool]:
     return url if url.endswith("/") else url + "/", verify
 
 
+def shown(path: str | Path) -> str:
+    """A path relative to the current directory when it is inside it (shorter output), else absolute."""
+    path = Path(path)
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
 def airflow_env(home: Path) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),
@@ -410,7 +420,7 @@ def summary(by_id: Mapping[str, Any], waited: Mapping[str, Any], total: float, l
             f"  most overdue open activity (as of {AS_OF}): #{first['ID']} deadline "
             f"{typed(first['DEADLINE'])}, {first['days_overdue']} days"
         )
-    yield f"  report: {by_id['report']}"
+    yield f"  report: {shown(by_id['report'])}"
     for line in Path(by_id["report"]).read_text(encoding="utf-8").splitlines()[:4]:
         yield f"    {line}"
     yield "    ..."
@@ -424,7 +434,7 @@ def summary(by_id: Mapping[str, Any], waited: Mapping[str, Any], total: float, l
     )
     yield "  follow_up got: " + ", ".join(f"{k}={typed(v)}" for k, v in follow.items())
     yield ""
-    yield f"Done in {total:.0f} s. Emulator stopped; all logs in {logs}."
+    yield f"Done in {total:.0f} s. Emulator stopped; all logs in {shown(logs)}/."
     yield "=" * 78
 
 

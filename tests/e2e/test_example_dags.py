@@ -332,8 +332,11 @@ def test_demo_script(tmp_path: Path) -> None:
     assert "DateTime" in header.group(1)
     assert "b24_wait_for_completion: success" in out
     report = re.search(r"report: (\S+report\.csv)", out)
-    assert report and Path(report.group(1)).is_file()
-    assert Path(report.group(1)).is_relative_to(tmp_path / "demo")
+    assert report, out[-3000:]
+    report_path = tmp_path / report.group(1)  # printed relative to the demo's working directory
+    assert report_path.is_file()
+    assert report_path.resolve().is_relative_to((tmp_path / "demo").resolve())
+    assert report_path.read_text(encoding="utf-8").startswith("responsible_id,activities,calls,")
     pid = int(re.search(r"pid (\d+)", out).group(1))  # the emulator's
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
