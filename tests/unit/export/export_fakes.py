@@ -1,0 +1,99 @@
+"""A fake of the client's ``iter_list`` + ``stats.requests`` contract for export unit tests.
+
+``FakeListClient`` serves ``crm.activity.list`` rows from memory: it applies the
+``>=LAST_UPDATED``/``<LAST_UPDATED`` window (and exact-match filters), keeps ID order, and counts
+HTTP requests the way the real client's keyset paging does (one plain first page, then 50 pages
+chained per batch; a short page ends it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+SAMPLE = json.loads((Path(__file__).resolve().parents[2] / "data" / "crm.activity.get.200.json").read_text())[
+    "result"
+]
+
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def wire_row(activity_id: int, last_updated: datetime, **fields: Any) -> dict[str, Any]:
+    """The documented sample with another ID and LAST_UPDATED (in the bound's own offset)."""
+    row = dict(SAMPLE)
+    row["ID"] = str(activity_id)
+    row["LAST_UPDATED"] = last_updated.isoformat()
+    row.update(fields)
+    return row
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class FakeListClient:
+    """Serves crm.activity.list from ``rows`` (wire format) with keyset-like request accounting."""
+
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        fail_after_rows: int | None = None,
+        duplicate_every: int | None = None,
+    ) -> None:
+        self.rows = sorted(rows, key=lambda r: int(r["ID"]))
+        self.stats = SimpleNamespace(requests=0)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_after_rows = fail_after_rows
+        self.duplicate_every = duplicate_every
+
+    def _match(self, row: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
+        for key, value in flt.items():
+            if key == ">=LAST_UPDATED":
+                if not _instant(row["LAST_UPDATED"]) >= _instant(value):
+                    return False
+            elif key == "<LAST_UPDATED":
+                if not _instant(row["LAST_UPDATED"]) < _instant(value):
+                    return False
+            elif key.lstrip("<>=!%@") == key and str(row.get(key)) != str(value):
+                return False
+        return True
+
+    def iter_list(self, method: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        params = dict(params or {})
+        self.calls.append((method, params))
+        assert method == "crm.activity.list"
+        assert params.get("order") == {"ID": "ASC"}
+        matching = [r for r in self.rows if self._match(r, params.get("filter", {}))]
+        select = params.get("select") or ["*"]
+        served = 0
+        # First page: one request; then 2,500 rows (50 pages) per request; a short page ends it.
+        self.stats.requests += 1
+        page_rows = 50
+        position = 0
+        while True:
+            chunk = matching[position : position + page_rows]
+            for row in chunk:
+                if self.fail_after_rows is not None and served >= self.fail_after_rows:
+                    raise ConnectionError("portal went away")
+                out = row if "*" in select else {k: v for k, v in row.items() if k in select}
+                yield dict(out)
+                served += 1
+                if self.duplicate_every and served % self.duplicate_every == 0:
+                    yield dict(out)
+            position += len(chunk)
+            if len(chunk) < page_rows:
+                return
+            self.stats.requests += 1
+            page_rows = 2500
+
+
+def spread_rows(
+    count: int, start: datetime = BASE, step: timedelta = timedelta(seconds=7)
+) -> list[dict[str, Any]]:
+    """``count`` rows with IDs 1..count, LAST_UPDATED every ``step`` from ``start``."""
+    return [wire_row(i, start + (i - 1) * step) for i in range(1, count + 1)]
