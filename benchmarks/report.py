@@ -448,27 +448,69 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------ export memory
-def export_memory(profile: str) -> dict[str, Any] | None:
-    """Run ``benchmarks/export_memory.py`` (owned by the export work) if it exists; its JSON or its text."""
+MEMORY_ROWS = (10_000, 100_000)
+
+
+def export_memory(profile: str, rows: Sequence[int] = MEMORY_ROWS) -> dict[str, Any] | None:
+    """Run ``benchmarks/export_memory.py --rows N`` (owned by the export work) for 10k and 100k rows.
+
+    Returns ``{"runs": [its JSON per N], "table": markdown}``; None when the script is absent.
+    """
     script = ROOT / "benchmarks" / "export_memory.py"
     if not script.exists():
         return None
-    args = [sys.executable, "-m", "benchmarks.export_memory"]
-    if profile == "quick":
-        args.append("--quick")
-    try:
-        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": "export_memory.py timed out"}
-    text = proc.stdout.strip()
-    for line in reversed(text.splitlines()):
+    runs: list[dict[str, Any]] = []
+    for n in rows:
         try:
-            parsed = json.loads(line)
-        except ValueError:
+            proc = subprocess.run(
+                [sys.executable, str(script), "--rows", str(n)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=1200,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            runs.append({"rows": n, "error": "timed out"})
             continue
-        if isinstance(parsed, dict):
-            return parsed
-    return {"returncode": proc.returncode, "table": f"```\n{text[-3000:]}\n{proc.stderr[-1000:]}\n```"}
+        parsed: dict[str, Any] | None = None
+        for line in reversed(proc.stdout.strip().splitlines()):
+            try:
+                candidate = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(candidate, dict):
+                parsed = candidate
+                break
+        runs.append(parsed or {"rows": n, "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"})
+    return {"runs": runs, "table": memory_table(runs)}
+
+
+def memory_table(runs: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| rows | requests | baseline RSS MB | peak RSS MB | peak - baseline MB | seconds | file MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        if "error" in run:
+            lines.append(f"| {run.get('rows')} | error: {run['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| {run['rows']:,} | {run.get('requests')} | {_fmt(run.get('baseline_rss_mb'), 1)} "
+            f"| {_fmt(run.get('peak_rss_mb'), 1)} | {_fmt(run.get('peak_rss_delta_mb'), 1)} "
+            f"| {_fmt(run.get('seconds'), 1)} | {_fmt(run.get('file_mb'), 1)} |"
+        )
+    ok = [r for r in runs if "error" not in r]
+    if len(ok) == 2:
+        growth = ok[1]["peak_rss_delta_mb"] - ok[0]["peak_rss_delta_mb"]
+        verdict = "met" if growth <= 50 else "**not met**"
+        lines += [
+            "",
+            f"Peak-RSS growth from {ok[0]['rows']:,} to {ok[1]['rows']:,} rows: {growth:+.1f} MB "
+            f"(goal of issue 8: at most +50 MB): {verdict}. The script runs the export operator's engine "
+            "(`export_activities`) in a child process against an emulator without rate limits.",
+        ]
+    return "\n".join(lines)
 
 
 def write_reports(
