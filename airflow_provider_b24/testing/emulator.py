@@ -52,6 +52,8 @@ class Bitrix24Emulator:
         data: a JSON fixture (see ``store.save``) to load instead of generating.
         enforce_https: answer plain HTTP with 400 ``INVALID_REQUEST``; defaults to ``tls``.
         clock: time source for tokens, limits and LAST_UPDATED (tests can pass a fake).
+        not_found_message: the legacy not-found text ("Not found"; the docs also show
+            "Activity is not found").
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Bitrix24Emulator:
         scopes: tuple[str, ...] | list[str] | str = ("crm", "user"),
         enforce_https: bool | None = None,
         clock: Callable[[], float] = time.time,
+        not_found_message: str = "Not found",
         verbose: bool = False,
     ) -> None:
         if isinstance(scopes, str):
@@ -103,6 +106,7 @@ class Bitrix24Emulator:
             enforce_https=tls if enforce_https is None else enforce_https,
             seed=seed,
             member_id=digest[:32],
+            not_found_message=not_found_message,
         )
         self.tls = tls
         self.host = host

@@ -25,7 +25,8 @@ from airflow_provider_b24.testing.store import ActivityStore
 __all__ = ["HANDLERS", "NOT_FOUND", "Env", "MethodResult", "param", "scope_of"]
 
 # The reference (§8) lists "Activity is not found" (docs) and "Not found" (observed on sibling
-# legacy getters). The emulator answers "Not found"; clients should match /not found/i.
+# legacy getters). The emulator answers "Not found" (``not_found_message`` switches it, e.g. to
+# "Activity is not found"); clients should match /not found/i.
 NOT_FOUND = "Not found"
 
 
@@ -50,6 +51,7 @@ class Env:
     member_id: str
     auth_kind: str
     client_id: str
+    not_found: str = "Not found"
 
 
 Handler = Callable[[Env, Mapping[str, Any]], MethodResult]
@@ -90,7 +92,7 @@ def _file_url(env: Env) -> Callable[[int, int], str]:
 def _existing(env: Env, activity_id: int, denied: str) -> None:
     store = env.store
     if activity_id not in store:
-        raise legacy(NOT_FOUND)
+        raise legacy(env.not_found)
     if store.is_hidden(activity_id):
         raise legacy(denied)
 

@@ -52,6 +52,7 @@ class PortalConfig:
     enforce_https: bool = True
     seed: int = 1
     member_id: str = ""
+    not_found_message: str = "Not found"
 
 
 _HTML_FAULTS = {
@@ -273,6 +274,7 @@ class Portal:
             member_id=self.config.member_id,
             auth_kind=auth.kind,
             client_id=self.config.client_id,
+            not_found=self.config.not_found_message,
         )
 
     def _execute(self, method: str, params: Mapping[str, Any], auth: AuthResult, env: Env) -> MethodResult:

@@ -157,3 +157,10 @@ def test_add_validation_messages(fresh: Caller) -> None:
         _err(fresh.post("crm.activity.add", {"fields": task}))[2]
         == "The field TYPE_ID is not defined or invalid"
     )
+
+
+def test_not_found_text_is_configurable(bitrix24_emulator_factory: object) -> None:
+    emu: Bitrix24Emulator = bitrix24_emulator_factory(  # type: ignore[operator]
+        activities=3, not_found_message="Activity is not found"
+    )
+    assert _err(Caller(emu).post("crm.activity.get", {"id": 99})) == (400, "", "Activity is not found")
