@@ -207,3 +207,16 @@ def test_operator_auth_error_fails_without_retries(
     with pytest.raises(AirflowFailException):
         op.execute({})  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_narrowing_filters_are_anded_with_the_window(bitrix24_emulator_factory: Any, tmp_path: Path) -> None:
+    emu = bitrix24_emulator_factory(activities=0, rate_limit=None)
+    ids = place(emu, [START + n * timedelta(seconds=30) for n in range(200)])  # 100 minutes
+    out = export(
+        emu,
+        tmp_path / "f.jsonl",
+        START,
+        START + HOUR,
+        filter={">=ID": ids[10], "<=LAST_UPDATED": (START + timedelta(minutes=30)).isoformat()},
+    )
+    assert out["ids"] == ids[10:61]  # ID >= the 11th, LAST_UPDATED <= 00:30:00 (inclusive)
