@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_module_log = log
 
 LIST_METHOD: Final = "crm.activity.list"
 
@@ -860,6 +861,7 @@ def export_activities(
     select: Any = None,
     cancel: threading.Event | None = None,
     on_target: Callable[[AtomicTarget], None] | None = None,
+    logger: Any = None,
 ) -> ExportResult:
     """Export the activities whose ``LAST_UPDATED`` is in ``[updated_from, updated_to)`` to ``path``.
 
@@ -873,8 +875,10 @@ def export_activities(
         and raises :class:`ExportCancelled`; nothing is left at ``path`` or beside it.
     :param on_target: called with the :class:`AtomicTarget` before writing starts (so a kill handler
         can abort it).
+    :param logger: where progress goes (the operator passes its task logger); default: this module's.
     :raises ExportArgumentError: for a bad window, filter, select, format or path.
     """
+    log = logger if logger is not None else _module_log
     window = export_window(updated_from, updated_to)
     name = validate_format(format)
     merged = merge_filter(window, filter)

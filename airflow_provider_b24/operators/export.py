@@ -157,6 +157,7 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
                 select=self.select,
                 cancel=self._cancel,
                 on_target=self._remember_target,
+                logger=self.log,
             )
         except ExportArgumentError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from err
