@@ -442,6 +442,13 @@ def main() -> int:
     if not AIRFLOW.exists():
         print(f"demo: {AIRFLOW} not found: run `make install` (or `make demo`) first.", file=sys.stderr)
         return 1
+
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so `finally` stops every process we started.
+    def on_sigterm(signum: int, frame: object) -> None:
+        print("\ndemo stopped by SIGTERM; stopping the emulator and Airflow", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     work = Path(os.environ.get("B24_DEMO_DIR") or REPO / ".demo").resolve()
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
