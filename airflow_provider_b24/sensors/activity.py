@@ -109,21 +109,19 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> Bitrix24Hook:
         """The Bitrix24 hook (built on first use: no I/O at DAG parse time)."""
-
         return Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
 
     # -- argument checks --------------------------------------------------------------------------
 
     def _ids(self) -> list[int]:
         """The rendered ``activity_ids`` as a clean ``list[int]`` (``AirflowFailException`` if not IDs)."""
-
         try:
             return coerce_activity_ids(self.activity_ids)
         except InvalidActivityIds as error:
             raise AirflowFailException(f"{self.task_id}: {error}") from error
 
     def _select(self) -> Any:
-
+        """The ``select`` to fetch with (``COMPLETED`` added when needed); ``AirflowFailException`` if bad."""
         try:
             return select_for(self.select, self.until)
         except InvalidSelect as error:
@@ -133,7 +131,6 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One check: one HTTP request per 2,500 IDs; done when every ID satisfies ``until``."""
-
         ids = self._ids()
         select = self._select()
         if not ids:
