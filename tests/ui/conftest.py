@@ -2,8 +2,9 @@
 
 * ``airflow_ui``: ``airflow db migrate`` into a throwaway SQLite ``AIRFLOW_HOME``, then
   ``airflow api-server`` on a free loopback port with the simple auth manager (one known admin user)
-  and ``[core] test_connection = Enabled``. Session-scoped; its whole process group is stopped at the
-  end, even when a test fails.
+  and ``[core] test_connection = Enabled``. Module-scoped (like the browser: Playwright's sync API
+  must be closed before later async tests run); its whole process group is stopped at the end, even
+  when a test fails.
 * ``chromium_executable``: Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it). Missing: the
   tests skip, unless ``CI`` is set, where they fail. Playwright never downloads a browser here.
 * ``ui_page``: one logged-in Playwright page in headless Chromium with an empty profile.
@@ -132,7 +133,7 @@ def chromium_executable() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
     """``airflow api-server`` on a free loopback port, a fresh SQLite DB, one admin user."""
     home = tmp_path_factory.mktemp("ui-airflow-home")
@@ -177,7 +178,7 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
         _stop_group(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def emulator() -> Iterator[Any]:
     """The bundled Bitrix24 emulator over HTTPS (self-signed CA, verified via the ``verify`` field)."""
     from airflow_provider_b24.testing import Bitrix24Emulator
@@ -186,8 +187,10 @@ def emulator() -> Iterator[Any]:
         yield emu
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(chromium_executable: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # Module scope, not session: while Playwright's sync API is open its asyncio loop counts as
+    # running in this thread, which would break every later async test of the session.
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")  # a new, empty --user-data-dir
@@ -206,7 +209,7 @@ def browser_context(chromium_executable: str, tmp_path_factory: pytest.TempPathF
             context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_page(browser_context: Any, airflow_ui: AirflowUI) -> Any:
     """A page logged into the Airflow UI as the admin user."""
     page = browser_context.new_page()
