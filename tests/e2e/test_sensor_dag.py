@@ -6,15 +6,23 @@
 * ``sensor_deferrable``: the sensor defers; ``airflow dags test`` runs the trigger in-process
   ("[DAG TEST] running trigger in line", Airflow 3.1 and 3.3 alike), the trigger polls until this
   test completes the activities, and ``execute_complete`` pushes the parsed activities.
+* opt-in (``B24_E2E_TRIGGERER=1``): the same DAG with ``dags test --use-executor`` while a real
+  ``airflow triggerer`` and ``api-server`` run, the connection stored in the metadata DB.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -27,6 +35,7 @@ from airflow_provider_b24.testing import Bitrix24Emulator
 pytestmark = pytest.mark.e2e
 
 DAGS = Path(__file__).parent / "dags"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
 IDS = [12, 4]
 
 
@@ -139,3 +148,91 @@ def test_deferrable_sensor_dag(
     assert [a["ID"] for a in result.xcom("wait_for_calls")] == IDS
     assert result.xcom("summarize") == _expected()
     assert int(emu.stats["requests"]) >= 3  # the first poke, then the trigger's polls
+
+
+@pytest.mark.skipif(
+    os.environ.get("B24_E2E_TRIGGERER") != "1",
+    reason="starts api-server + triggerer + LocalExecutor (~2-3 min); set B24_E2E_TRIGGERER=1",
+)
+def test_deferrable_sensor_in_a_real_triggerer(
+    airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
+) -> None:
+    """The production path: ``airflow triggerer`` runs the trigger; the connection is in the metadata
+    DB, so the hook resolves it through the triggerer's supervisor (from the poll's worker thread)."""
+    base_env = sys.modules[type(airflow_runner).__module__].base_env
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    secret = "b24-e2e-triggerer-0123456789abcdef"
+    extra = {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__API__SECRET_KEY": secret,
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+    }
+    home = airflow_runner.home
+    added = airflow_runner.cli(
+        "connections", "add", "bitrix24_default", "--conn-json", json.dumps(emu.connection()), env=extra
+    )
+    assert added.returncode == 0, added.stderr[-2000:]
+    env = base_env(home, dags_folder, extra)  # no AIRFLOW_CONN_* here: the DB has the connection
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, args in (("api", ["api-server", "--port", str(port)]), ("triggerer", ["triggerer"])):
+            log = (home / f"{name}.log").open("wb")
+            procs.append(subprocess.Popen([AIRFLOW, *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+
+        def deferred() -> bool:
+            with closing(sqlite3.connect(airflow_runner.db_path, timeout=1)) as conn:
+                row = conn.execute(
+                    "SELECT state FROM task_instance "
+                    "WHERE dag_id='sensor_deferrable' AND task_id='wait_for_calls'"
+                ).fetchone()
+            return bool(row and row[0] == "deferred")
+
+        completer.start(deferred)
+        proc = subprocess.run(
+            [
+                AIRFLOW,
+                "dags",
+                "test",
+                "sensor_deferrable",
+                "--use-executor",
+                "--conf",
+                json.dumps({"ids": IDS}),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+    finally:
+        for p in procs:  # only the processes this test started
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    output = proc.stdout + proc.stderr
+    assert completer.done.is_set(), output[-3000:]
+    assert proc.returncode == 0, output[-5000:]
+    trigger_logs = "\n".join(p.read_text() for p in (home / "logs").rglob("*trigger*.log"))
+    assert "Trigger fired event" in trigger_logs, trigger_logs[-3000:]
+    assert "All 2 activities completed" in trigger_logs
+    with closing(sqlite3.connect(airflow_runner.db_path)) as conn:
+        states = dict(
+            conn.execute(
+                "SELECT task_id, state FROM task_instance WHERE dag_id='sensor_deferrable'"
+            ).fetchall()
+        )
+    assert states == {"wait_for_calls": "success", "summarize": "success"}
