@@ -132,10 +132,12 @@ def b24_activities_by_id() -> None:
         query: dict[str, Any] = {}
         if params["owner_type_id"] is not None and params["owner_id"] is not None:
             query = {"OWNER_TYPE_ID": params["owner_type_id"], "OWNER_ID": params["owner_id"]}
-        rows = Bitrix24Hook(bitrix24_conn_id=CONN_ID).iter_activities(
-            filter=query, select=["ID"], order={"ID": "DESC"}
-        )
-        ids = [int(row["ID"]) for row in islice(rows, params["limit"])]
+        hook = Bitrix24Hook(bitrix24_conn_id=CONN_ID)
+        try:
+            rows = hook.iter_activities(filter=query, select=["ID"], order={"ID": "DESC"})
+            ids = [int(row["ID"]) for row in islice(rows, params["limit"])]  # lazy: stops at the limit
+        finally:
+            hook.close()
         log.info("found %d activity IDs with filter %s", len(ids), query)
         return ids
 

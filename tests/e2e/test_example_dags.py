@@ -188,32 +188,35 @@ def test_activities_by_id_from_params(airflow_runner, emulator: Bitrix24Emulator
 
 
 def test_activities_by_id_looks_up_an_owner(airflow_runner, emulator: Bitrix24Emulator) -> None:
-    deal = {"OWNER_TYPE_ID": 2, "OWNER_ID": 987_654}
-    added = [
-        emulator.store.add(
-            {**deal, "TYPE_ID": 2, "SUBJECT": f"Call {n}", "RESPONSIBLE_ID": 5, "COMPLETED": "N"}
-        )
-        for n in range(3)
-    ]
+    """No IDs given: they are found for a deal; no as_of, no report_dir: the run's own time and folder."""
+    call = {
+        "OWNER_TYPE_ID": 2,
+        "OWNER_ID": 987_654,
+        "TYPE_ID": 2,
+        "RESPONSIBLE_ID": 5,
+        "COMPLETED": "N",
+        "START_TIME": "2024-06-01T10:00:00+03:00",
+        "END_TIME": "2024-06-01T10:01:30+03:00",  # 90 s
+    }
+    added = [emulator.store.add({**call, "SUBJECT": f"Call {n}"}) for n in range(3)]
     result = airflow_runner.run_dag(
-        "b24_activities_by_id",
-        DAGS,
-        env=conn_env(emulator),
-        conf={"owner_type_id": 2, "owner_id": 987_654, "as_of": AS_OF},
+        "b24_activities_by_id", DAGS, env=conn_env(emulator), conf={"owner_type_id": 2, "owner_id": 987_654}
     )
     assert result.state == "success", result.output[-4000:]
     assert_no_warnings_from_us(result.output)
     assert result.xcom("find_activity_ids") == sorted(added, reverse=True)  # newest first
     assert [a["ID"] for a in result.xcom("fetch_activities")] == sorted(added, reverse=True)
     assert result.xcom("fetch_activities", key="missing_ids") == []
-    # No report_dir: the run's own folder under $AIRFLOW_HOME/reports, named after the run ID.
+    # Overdue is measured against the run's time (2024 deadlines are long past).
+    assert [o["ID"] for o in result.xcom("overdue_open")] == sorted(added)
     run_folder = re.sub(r"[^A-Za-z0-9._-]", "_", result.run_id)
     path = airflow_runner.home / "reports" / "b24_activities_by_id" / run_folder / "report.csv"
     assert result.xcom("write_report") == str(path)
-    text = path.read_text(encoding="utf-8").splitlines()
-    assert text[0] == "responsible_id,activities,calls,call_seconds,open,overdue_open"
-    assert text[1].startswith("5,3,3,")
-    assert text[-1].startswith("TOTAL,3,3,")
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        "responsible_id,activities,calls,call_seconds,open,overdue_open",
+        "5,3,3,270,3,3",
+        "TOTAL,3,3,270,3,3",
+    ]
 
 
 # ---------------------------------------------------------------------------------------- sensor
