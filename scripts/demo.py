@@ -358,7 +358,7 @@ class XComReader:
         try:
             from airflow.sdk.serde import deserialize  # Airflow >= 3.2
         except ImportError:  # Airflow 3.1
-            from airflow.serialization.serde import deserialize
+            from airflow.serialization.serde import deserialize  # type: ignore[no-redef]
         raw = row[0]
         return deserialize(json.loads(raw) if isinstance(raw, (str, bytes)) else raw)
 
