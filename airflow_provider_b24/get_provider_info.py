@@ -86,12 +86,20 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["schema", "port"],
-    "relabeling": {"host": "Portal URL", "login": "Webhook user ID", "password": "Webhook code"},
+    # Port stays visible: Airflow 3.3.1-3.3.2's Test button refuses a saved connection without a port
+    # (apache/airflow#73298), so users there enter 443. The client treats an empty port as the default.
+    "hidden-fields": ["schema"],
+    "relabeling": {
+        "host": "Portal URL",
+        "port": "Port",
+        "login": "Webhook user ID",
+        "password": "Webhook code",
+    },
     "placeholders": {
         "host": "https://example.bitrix24.com",
         "login": "1",
         "password": "webhook code (secret)",
+        "port": "443",
         "auth_type": "webhook",
         "webhook_url": "https://example.bitrix24.com/rest/1/<code>/",
         "oauth_server": "https://oauth.bitrix.info",

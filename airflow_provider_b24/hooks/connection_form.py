@@ -24,11 +24,19 @@ def _widget_kind(schema: dict[str, Any]) -> str:
     return "StringField"
 
 
+#: Declarative fields left out of the Airflow 3.1 form. 3.1's masker does not treat the extra key
+#: ``webhook_url`` as sensitive (3.2 added it to the defaults), so 3.1 would show a saved webhook URL,
+#: code included, in clear in the edit form and the REST API. On 3.1 the form therefore offers only
+#: login (user ID) + password (code, always masked); ``webhook_url`` keeps working from URIs/JSON/env.
+LEGACY_OMITTED = frozenset({"webhook_url"})
+
+
 def legacy_widget_spec() -> dict[str, tuple[str, str, str | None]]:
-    """``{field: (wtforms class name, label, description)}`` for every declarative field."""
+    """``{field: (wtforms class name, label, description)}`` for the declarative fields 3.1 shows."""
     return {
         name: (_widget_kind(field["schema"]), field["label"], field.get("description"))
         for name, field in CONN_FIELDS.items()
+        if name not in LEGACY_OMITTED
     }
 
 

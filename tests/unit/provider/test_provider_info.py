@@ -13,6 +13,7 @@ from pathlib import Path
 import airflow
 import jsonschema
 import pytest
+from packaging.version import Version
 
 from airflow_provider_b24 import __version__, get_provider_info
 from airflow_provider_b24.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -93,13 +94,14 @@ def test_declarative_fields_are_well_formed(info: dict) -> None:
     secrets = {name for name, f in fields.items() if f["schema"].get("format") == "password"}
     assert secrets == {"webhook_url", "client_secret", "access_token", "refresh_token"}
     behaviour = conn_type["ui-field-behaviour"]
-    assert set(behaviour["hidden-fields"]) == {"schema", "port"}
+    assert set(behaviour["hidden-fields"]) == {"schema"}  # port: see UI_FIELD_BEHAVIOUR's comment
     assert behaviour["relabeling"]["password"] == "Webhook code"
 
 
 def test_legacy_widgets_mirror_declarative_fields() -> None:
     spec = connection_form.legacy_widget_spec()
-    assert list(spec) == list(CONN_FIELDS)
+    assert connection_form.LEGACY_OMITTED == {"webhook_url"}  # 3.1 would not mask it (see module doc)
+    assert list(spec) == [name for name in CONN_FIELDS if name not in connection_form.LEGACY_OMITTED]
     for name, (kind, label, description) in spec.items():
         declared = CONN_FIELDS[name]
         assert label == declared["label"]
@@ -127,8 +129,10 @@ def test_ui_hook_metadata_shows_our_form() -> None:
     assert meta.hook_name == "Bitrix24"
     assert meta.hook_class_name == "airflow_provider_b24.hooks.bitrix24.Bitrix24Hook"
     extra = meta.extra_fields or {}
-    assert set(extra) == set(CONN_FIELDS)
-    for name, field in CONN_FIELDS.items():
+    declarative = Version(airflow.__version__) >= Version("3.2")
+    shown = {k: v for k, v in CONN_FIELDS.items() if declarative or k not in connection_form.LEGACY_OMITTED}
+    assert set(extra) == set(shown)
+    for name, field in shown.items():
         schema = extra[name]["schema"]
         assert schema["title"] == field["label"], name
         is_secret = field["schema"].get("format") == "password"
@@ -138,7 +142,9 @@ def test_ui_hook_metadata_shows_our_form() -> None:
     assert standard is not None
     assert standard.host.title == "Portal URL"
     assert standard.password.title == "Webhook code"
-    assert standard.port.hidden and standard.url_schema.hidden
+    assert standard.url_schema.hidden
+    assert standard.port is not None and not standard.port.hidden
+    assert standard.port.placeholder == "443"
 
 
 def _airflow_cli(*args: str) -> str:
