@@ -39,5 +39,16 @@ test: lint typecheck
 test-fast: install
 	$(PY) -m pytest -m "not e2e and not ui" $(PYTEST_ARGS)
 
+## demo: the main job on the bundled emulator (fetch activities by ID from XCom, typed), in real DAG runs
+demo: install
+	$(PY) scripts/demo.py
+
+## bench: the full benchmark (writes benchmarks/results.json, RESULTS.md, chart.png); bench-quick: < 3 min
+bench: install
+	$(PY) -m benchmarks.run --full
+
+bench-quick: install
+	$(PY) -m benchmarks.run --quick
+
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache build dist

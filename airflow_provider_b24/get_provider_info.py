@@ -134,7 +134,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.hooks.bitrix24"]}
         ],
         "operators": [
-            {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.operators.activity"]}
+            {
+                "integration-name": "Bitrix24",
+                "python-modules": [
+                    "airflow_provider_b24.operators.activity",
+                    "airflow_provider_b24.operators.export",
+                ],
+            }
         ],
         "sensors": [
             {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.sensors.activity"]}

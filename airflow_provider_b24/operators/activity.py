@@ -263,3 +263,13 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
                 "in XCom 'missing_ids'."
             )
         self.log.warning("%s", message)
+
+
+def __getattr__(name: str) -> Any:
+    """``Bitrix24ExportActivitiesOperator`` lives in :mod:`.export`; importable from here too (lazily,
+    so that neither module's import pays for the other)."""
+    if name == "Bitrix24ExportActivitiesOperator":
+        from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator
+
+        return Bitrix24ExportActivitiesOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
