@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import time
 import types
@@ -23,8 +24,8 @@ import pytest
 
 import airflow_provider_b24.exceptions as b24_exceptions
 from airflow_provider_b24._compat import AirflowFailException
-from airflow_provider_b24.activities import parse_activity
-from airflow_provider_b24.client import DEFAULT_REGISTRY
+from airflow_provider_b24.activities import fetch_activities, parse_activity
+from airflow_provider_b24.client import DEFAULT_REGISTRY, Bitrix24Client, ClientConfig, WebhookAuth
 from airflow_provider_b24.client import limiter as client_limiter
 from airflow_provider_b24.export import read_jsonl
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
@@ -536,3 +537,28 @@ def test_stale_connection_seeds_lose_to_the_token_variable(
     assert op.execute({"ti": TI()}) == expected_activities(emu, [3, 1, 2])  # type: ignore[arg-type]
     stats = emu.stats
     assert (stats["token_requests"], stats["rejected_auth"]) == (0, 0)
+
+
+def test_debug_logs_never_show_the_webhook_code(
+    bitrix24_emulator_factory: Callable[..., Bitrix24Emulator], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without Airflow's masker: the client at DEBUG (one line per request) and urllib3 at DEBUG (which
+    logs request paths, i.e. ``/rest/<user>/<code>/...``) through a retry, a portal move and a reset."""
+    emu = bitrix24_emulator_factory(activities=3000, seed=29, rate_limit=None)
+    emu.faults.add("http_500_html")
+    emu.faults.add("redirect")
+    emu.faults.add("connection_reset")
+    caplog.set_level(logging.DEBUG)
+    log = logging.getLogger("reliability.client")
+    config = ClientConfig(rate_limit=0, backoff_base=0, backoff_max=0, verify=emu.ca_cert or True)
+    with Bitrix24Client(
+        emu.base_url, WebhookAuth(user_id="1", code=emu.webhook_code), config, logger=log
+    ) as c:
+        result = fetch_activities(c, list(range(1, 3001)))
+        rows = list(c.iter_list("crm.activity.list", {"select": ["ID"]}))
+    assert len(result.activities) == 3000 and len(rows) == 3000
+    assert emu.stats["faults_injected"] == 3
+    text = caplog.text
+    assert "/rest/1/***/batch" in text  # the per-request DEBUG line is there, redacted
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # urllib3's own lines were captured
+    assert_no_secrets([text, *(str(r.args) for r in caplog.records)], [emu.webhook_code], "DEBUG logs")
