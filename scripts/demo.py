@@ -185,8 +185,22 @@ class Demo:
             f"AIRFLOW_HOME {shown(self.home)} (SQLite) migrated; DAGs folder {shown(REPO / 'dags_examples')}"
         )
 
+    def emulator_stats(self) -> dict[str, Any] | None:
+        """The emulator's own counters (``GET /_emulator/stats``), or None if it cannot be read."""
+        import requests
+
+        base = self.webhook_url.split("/rest/")[0]
+        try:
+            response = requests.get(f"{base}/_emulator/stats", verify=self.verify, timeout=10)
+            response.raise_for_status()
+            stats = response.json()
+        except (requests.RequestException, ValueError):
+            return None
+        return stats if isinstance(stats, dict) else None
+
     def activities_by_id(self) -> dict[str, Any]:
         conf = {"activity_ids": FETCH_IDS, "as_of": AS_OF}
+        before = self.emulator_stats()
         self.say(f"airflow dags test b24_activities_by_id  ({len(FETCH_IDS)} IDs from the DAG's conf)")
         began = time.monotonic()
         output = self.run(
@@ -196,10 +210,16 @@ class Demo:
         )
         took = time.monotonic() - began
         db = XComReader(self.home / "airflow.db", "b24_activities_by_id")
-        # The provider's client counts every HTTP request it sends (retries included); the operator logs it.
-        match = re.search(r"Fetched (\d+) of (\d+) activities in (\d+) requests?", output)
-        requests_used = int(match.group(3)) if match else None
-        source = "as counted by the operator's client"
+        after = self.emulator_stats()
+        if before is not None and after is not None:
+            # What the portal served during the DAG run (the upstream task's ID lookup included, if any).
+            requests_used: int | None = int(after["requests"]) - int(before["requests"])
+            rejected = int(after.get("rejected_rate_limit", 0)) - int(before.get("rejected_rate_limit", 0))
+            source = f"as served by the emulator, {rejected} rejected with 503"
+        else:  # the client counts every HTTP request it sends (retries included); the operator logs it
+            match = re.search(r"Fetched (\d+) of (\d+) activities in (\d+) requests?", output)
+            requests_used = int(match.group(3)) if match else None
+            source = "as counted by the operator's client"
         return {
             "took": took,
             "state": db.state,

@@ -64,6 +64,10 @@ _HTML_FAULTS = {
 }
 
 
+#: ``GET`` this path for the emulator's counters (``emu.stats``) as JSON, e.g. from ``make demo``.
+STATS_PATH = "/_emulator/stats"
+
+
 class Portal:
     """The emulated portal's behaviour; thread-safe."""
 
@@ -103,6 +107,10 @@ class Portal:
             return self._token_endpoint(request)
         if path.startswith("/rest/"):
             return self._rest(request)
+        if path == STATS_PATH:
+            # Not a Bitrix24 path: lets a script read what a CLI emulator served (not counted itself).
+            body = json.dumps(self.stats.snapshot()).encode()
+            return HttpResponse(200, body, content_type="application/json")
         if path.startswith("/bitrix/tools/crm_show_file.php"):
             return HttpResponse(200, b"%PDF-1.4\n% emulator file\n", content_type="application/pdf")
         return HttpResponse(404, html_page(404, "Not Found"), content_type=HTML)

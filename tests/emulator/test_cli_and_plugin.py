@@ -119,3 +119,21 @@ def test_emulator_import_pulls_no_airflow_or_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['airflow_provider_b24'] []"
+
+
+def test_stats_endpoint_reports_served_requests_without_counting_itself(
+    bitrix24_emulator: Bitrix24Emulator,
+) -> None:
+    """``GET /_emulator/stats``: a CLI emulator's counters for scripts such as ``make demo``."""
+    import requests
+
+    with requests.Session() as session:
+        session.post(bitrix24_emulator.webhook_url + "profile", verify=bitrix24_emulator.ca_cert, timeout=10)
+        first = session.get(
+            bitrix24_emulator.base_url + "/_emulator/stats", verify=bitrix24_emulator.ca_cert, timeout=10
+        ).json()
+        second = session.get(
+            bitrix24_emulator.base_url + "/_emulator/stats", verify=bitrix24_emulator.ca_cert, timeout=10
+        ).json()
+    assert first["requests"] == bitrix24_emulator.stats["requests"] >= 1
+    assert second["requests"] == first["requests"]
