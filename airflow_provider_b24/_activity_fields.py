@@ -330,7 +330,10 @@ class ActivityParseError(ValueError):
 
     def _message(self) -> str:
         where = f"activity {self.activity_id}: " if self.activity_id is not None else ""
-        text = f"{where}field {self.field}: cannot parse {self.value!r} as {self.expected}"
+        shown = repr(self.value)
+        if len(shown) > 120:  # a 10 MB value must not become a 10 MB message (and log line)
+            shown = f"{shown[:100]}... ({len(shown)} characters)"
+        text = f"{where}field {self.field}: cannot parse {shown} as {self.expected}"
         return f"{text} ({self.detail})" if self.detail else text
 
     def with_activity_id(self, activity_id: Any) -> ActivityParseError:

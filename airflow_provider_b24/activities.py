@@ -373,7 +373,10 @@ def _rows(result: Any) -> Iterable[Any]:
         return result.values()
     if isinstance(result, list):
         return result
-    return ()
+    from airflow_provider_b24.client.errors import Bitrix24ServerError
+
+    # Not "no rows": an answer without rows would report every ID missing (and a sensor wait forever).
+    raise Bitrix24ServerError(f"crm.activity.list answered without rows (result is {type(result).__name__})")
 
 
 def _is_per_id_error(error: Exception) -> bool:

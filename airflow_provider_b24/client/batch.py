@@ -15,8 +15,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_b24.client.encoding import batch_command, referenced_keys
-from airflow_provider_b24.client.errors import Bitrix24ConfigError, Bitrix24Error, classify_error
+from airflow_provider_b24.client.encoding import batch_command, excerpt, referenced_keys
+from airflow_provider_b24.client.errors import (
+    Bitrix24ConfigError,
+    Bitrix24Error,
+    Bitrix24ServerError,
+    classify_error,
+)
 
 MAX_BATCH = 50
 
@@ -137,9 +142,17 @@ def merge_response(into: BatchResult, chunk: list[PreparedCommand], envelope: Ma
                 code, description = raw.get("error", ""), raw.get("error_description", "")
             else:
                 code, description = "", str(raw)
+            description = excerpt(str(description), ())  # a 10 MB description must not become the message
             into.errors[key] = classify_error(code, description, http_status=None, method=methods[key])
         elif key in results:
             into.results[key] = results[key]
+        elif not errors:
+            # Neither a result nor an error, and no command failed (so no `halt` stopped it): the answer
+            # is incomplete. Treating it as "no rows" would silently lose data.
+            into.errors[key] = Bitrix24ServerError(
+                "the batch answer has neither a result nor an error for this command",
+                method=methods[key],
+            )
         if key in totals:
             with contextlib.suppress(TypeError, ValueError):
                 into.totals[key] = int(totals[key])

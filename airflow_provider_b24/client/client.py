@@ -486,13 +486,24 @@ class Bitrix24Client:
             if time_block:
                 self._operating.record(method, time_block)
             reset_at = parse_reset_at(time_block.get("operating_reset_at")) if time_block else None
-            description = redact(str(data.get("error_description") or ""), secrets)
+            description = excerpt(str(data.get("error_description") or ""), secrets)
             error = classify_error(
                 data.get("error", ""), description, http_status=status, method=method, reset_at=reset_at
             )
             # A 5xx may have run the method; 503 QUERY_LIMIT_EXCEEDED and 429 were refused up front.
             refused = isinstance(error, Bitrix24RateLimited) or status < 500
             raise _Failure(error, maybe_executed=not refused)
+        if "result" not in data:
+            # A 2xx JSON body without `result` is no Bitrix24 answer (a proxy, a broken gateway). Reading
+            # it as "no rows" would silently lose data, so it is a (retryable) server fault.
+            raise _Failure(
+                Bitrix24ServerError(
+                    f"HTTP {status} with a JSON body that has no 'result': {excerpt(response.text, secrets)}",
+                    http_status=status,
+                    method=method,
+                ),
+                maybe_executed=True,
+            )
         return data
 
     def _transport_failure(self, exc: requests.RequestException, method: str, shown: str) -> _Failure:

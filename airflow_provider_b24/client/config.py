@@ -244,7 +244,8 @@ def validate_user_id(value: Any, field_name: str = "login") -> str:
         raise Bitrix24ConfigError(
             f"{field_name} (the webhook's user ID) is empty: expected a number such as 1"
         )
-    if not text.isdigit() or int(text) <= 0:
+    # ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits.
+    if not re.fullmatch(r"[0-9]+", text) or int(text) <= 0:
         raise Bitrix24ConfigError(
             f"{field_name} (the webhook's user ID) must be a positive integer, got {text!r}"
         )
@@ -270,7 +271,12 @@ def parse_webhook_url(url: Any) -> WebhookParts:
     text = str(url).strip()
     if "://" not in text:
         text = f"https://{text}"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. "Invalid IPv6 URL" for a stray "["; the URL itself is a secret
+        raise Bitrix24ConfigError(
+            "extra webhook_url is not a valid URL: expected https://<portal>/rest/<user_id>/<code>/"
+        ) from None
     match = _WEBHOOK_PATH.match(parts.path)
     if not match or parts.query or parts.fragment:
         raise Bitrix24ConfigError(

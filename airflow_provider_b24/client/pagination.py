@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_b24.client.encoding import ResultRef
-from airflow_provider_b24.client.errors import Bitrix24ConfigError
+from airflow_provider_b24.client.errors import Bitrix24ConfigError, Bitrix24ServerError
 
 if TYPE_CHECKING:
     from airflow_provider_b24.client.batch import BatchResult
@@ -57,7 +57,9 @@ BatchFn = Callable[[Mapping[str, Any]], "BatchResult"]
 def rows_of(result: Any) -> list[Any]:
     """The rows of a list result: a list, a single-key wrapper (``{"items": [...]}``), or keyed rows."""
     if result is None:
-        return []
+        # A list method always answers with rows (possibly none: `[]`); a missing/null result is a
+        # broken answer, and reading it as "no more rows" would end an export early without a word.
+        raise Bitrix24ServerError("a list method answered without a result (null or missing)")
     if isinstance(result, list):
         return result
     if isinstance(result, Mapping):

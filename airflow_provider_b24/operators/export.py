@@ -18,11 +18,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_b24._compat import AirflowFailException
-from airflow_provider_b24.client.errors import (
-    Bitrix24AccessDenied,
-    Bitrix24AuthError,
-    Bitrix24ConfigError,
-)
 from airflow_provider_b24.export import (
     AtomicTarget,
     ExportArgumentError,
@@ -31,6 +26,7 @@ from airflow_provider_b24.export import (
     is_local_path,
     validate_format,
 )
+from airflow_provider_b24.operators.activity import PERMANENT_ERRORS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -161,9 +157,12 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
             )
         except ExportArgumentError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from err
-        except (Bitrix24AuthError, Bitrix24AccessDenied, Bitrix24ConfigError) as err:
-            # Credentials, scope or access: retrying will not help; transient errors propagate.
-            raise AirflowFailException(f"{self.task_id}: {err}") from err
+        except PERMANENT_ERRORS as err:
+            # Credentials, scope, access, a manual overload block...: retrying will not help.
+            # Transient errors (and any marked retryable) propagate for Airflow's retries.
+            if getattr(err, "retryable", False):
+                raise
+            raise AirflowFailException(f"{self.task_id}: {err} ({type(err).__name__}; not retrying)") from err
         finally:
             self._target = None
         summary = result.to_xcom()

@@ -235,10 +235,9 @@ def check_error(expect: Expect, error: BaseException | None) -> None:
 
 # --------------------------------------------------------------------------------------------- the matrix
 #: Cells that expose open bugs in package code (strict: the mark goes once the bug is fixed).
-KNOWN_BUGS = {
-    ("overload", "export"): "bug: operators/export.py catches only auth/access/config errors, so "
-    "Bitrix24Overloaded (and PortalDeleted, NotFound, BadRequest) propagate and Airflow retries them",
-}
+#: Cells that fail because of an open bug in package code, with the bug (strict xfail: a fix turns
+#: it into a failure, so the entry goes with the fix). None open.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def matrix_params() -> list[Any]:

@@ -39,29 +39,6 @@ from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperato
 
 from .conftest import CONN_ENV
 
-#: Open bugs in package code found by this suite (see docs/reliability.md, "Open findings"). strict:
-#: once fixed, the xfail turns into a failure, so the mark is removed with the fix.
-BUG_USER_ID = pytest.mark.xfail(
-    strict=True,
-    reason="bug: client/config.py validate_user_id uses str.isdigit() (true for '²'), then int() "
-    "raises a bare ValueError not naming 'login'",
-)
-BUG_WEBHOOK_URL = pytest.mark.xfail(
-    strict=True,
-    reason="bug: client/config.py parse_webhook_url calls urlsplit() unguarded: "
-    "'Invalid IPv6 URL' ValueError",
-)
-BUG_NO_RESULT = pytest.mark.xfail(
-    strict=True,
-    reason="bug: a 200 answer without (per-command) result is read as 'no rows' (client/batch.py "
-    "merge_response, client/pagination.py rows_of(None), activities._fetch_group_list)",
-)
-BUG_HUGE_MESSAGE = pytest.mark.xfail(
-    strict=True,
-    reason="bug: ActivityParseError._message and Bitrix24Error descriptions embed the whole value "
-    "(10 MB messages)",
-)
-
 PORTAL = "https://hostile.bitrix24.test"
 CODE = "hostilewebhookcode0123456789"
 FAST = ClientConfig(max_retries=1, rate_limit=0, backoff_base=0, backoff_max=0, operating_max_wait=0)
@@ -244,7 +221,7 @@ def test_parse_activity_scalar_fields(value: Any, name: str) -> None:
         ({"host": "x.bitrix24.com", "login": "abc", "password": CODE}, "login"),
         ({"host": "x.bitrix24.com", "login": "-1", "password": CODE}, "login"),
         ({"host": "x.bitrix24.com", "login": "0", "password": CODE}, "login"),
-        pytest.param({"host": "x.bitrix24.com", "login": "²", "password": CODE}, "login", marks=BUG_USER_ID),
+        pytest.param({"host": "x.bitrix24.com", "login": "²", "password": CODE}, "login"),
         ({"host": "x.bitrix24.com", "login": "1", "password": ""}, "password"),
         ({"host": "x.bitrix24.com", "login": "1", "password": f"{CODE}/crm.activity.get"}, "password"),
         ({"host": None, "extra": {"webhook_url": "https://x.bitrix24.com/rest/1/"}}, "webhook_url"),
@@ -263,7 +240,6 @@ def test_parse_activity_scalar_fields(value: Any, name: str) -> None:
         pytest.param(
             {"host": None, "extra": {"webhook_url": "https://[x.bitrix24.com/rest/1/" + CODE + "/"}},
             "webhook_url",
-            marks=BUG_WEBHOOK_URL,
         ),
         (
             {"host": "x.bitrix24.com", "login": "1", "password": CODE, "extra": {"auth_type": "oauht"}},
@@ -312,7 +288,6 @@ def test_bad_connection_fields_name_the_field(fields: dict[str, Any], names: str
 )
 @example(host=None, login=None, port=None, extra={"webhook_url": "["})
 @example(host="x.bitrix24.com", login="²", port=None, extra={})
-@pytest.mark.xfail(strict=True, reason="bug: see BUG_USER_ID and BUG_WEBHOOK_URL (the two @examples)")
 def test_connection_fields_are_total(host: Any, login: Any, port: Any, extra: dict[str, Any]) -> None:
     """Any field values: settings, or ``Bitrix24ConfigError`` (never another exception, never the code)."""
     try:
@@ -391,7 +366,6 @@ def test_fetch_survives_any_batch_payload(body: Any) -> None:
     ],
     ids=["no-result", "null-result", "string-result", "empty-result"],
 )
-@BUG_NO_RESULT
 def test_fetch_does_not_report_a_malformed_answer_as_missing_ids(body: Any) -> None:
     """A 200 batch answer that carries no per-command result is a broken answer, not "no such activity":
     reporting the IDs as missing would make a sensor wait forever and an operator with on_missing='warn'
@@ -405,8 +379,8 @@ def test_fetch_does_not_report_a_malformed_answer_as_missing_ids(body: Any) -> N
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param({"time": TIME}, marks=BUG_NO_RESULT),
-        pytest.param({"result": None, "time": TIME}, marks=BUG_NO_RESULT),
+        pytest.param({"time": TIME}),
+        pytest.param({"result": None, "time": TIME}),
         {"result": "oops", "time": TIME},
     ],
     ids=["no-result", "null-result", "string-result"],
@@ -461,7 +435,6 @@ def test_nan_and_huge_numbers_in_rows() -> None:
     ],
     ids=["bad-flag", "bad-datetime", "legacy-error", "coded-error"],
 )
-@BUG_HUGE_MESSAGE
 def test_error_messages_stay_short_for_huge_values(body: Any) -> None:
     """A 10 MB value in a broken answer must not become a 10 MB exception message (task logs, UI)."""
     with requests_mock.Mocker() as mocker:

@@ -12,6 +12,7 @@ import pytest
 import requests_mock as rm
 from b24_client_helpers import BASE
 
+from airflow_provider_b24.client.errors import Bitrix24ServerError
 from airflow_provider_b24.client.pagination import keyset_plan, rows_of
 from airflow_provider_b24.exceptions import Bitrix24ConfigError, Bitrix24NotFound
 
@@ -220,7 +221,8 @@ def test_keyset_plan_rules() -> None:
 
 
 def test_rows_of_shapes() -> None:
-    assert rows_of(None) == []
+    with pytest.raises(Bitrix24ServerError, match="without a result"):
+        rows_of(None)  # a broken answer, not "no more rows"
     assert rows_of([1, 2]) == [1, 2]
     assert rows_of({"items": [{"id": 1}]}) == [{"id": 1}]
     assert rows_of({"1": {"ID": "1"}, "2": {"ID": "2"}}) == [{"ID": "1"}, {"ID": "2"}]
