@@ -65,6 +65,8 @@ class Contender:
     fetch_cap: ClassVar[int | None] = None
     #: fetch only from this many IDs up (a variant that only matters for many requests).
     min_n: ClassVar[int] = 0
+    #: stop the cell after this many seconds (None: the profile's limit).
+    timeout_s: ClassVar[float | None] = None
     #: imported in the child before the clock starts (reported as ``import_s``).
     modules: ClassVar[tuple[str, ...]] = ()
     #: the same for the export scenario (default: ``modules``).
@@ -267,6 +269,9 @@ class FastBitrix24Slow(FastBitrix24):
     label = "fast-bitrix24 slow(1)"
     can_export = False
     min_n = 500
+    # 400 requests at 2/s need ~3.5 min; past ~200 batches its operating-time throttle (which adds up
+    # the portal's cumulative `time.operating` values) pauses for up to its 10-minute window.
+    timeout_s = 300.0
 
     def fetch(self, ids: Sequence[int]) -> list[Row]:
         with self.client.slow(1):

@@ -129,7 +129,7 @@ def goals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                             "n": n,
                             "met": bool(row.get("correct")) and ratio <= PEER_FACTOR,
                             "detail": f"{row['wall_s']:.3f} s vs {peer['contender']} {peer['wall_s']:.3f} s "
-                            f"= {ratio:.2f}x",
+                            f"({peer['http_requests']} requests) = {ratio:.2f}x",
                         }
                     )
         elif scenario == "export":
@@ -211,7 +211,11 @@ def _detail(rows: Sequence[dict[str, Any]], *, coldwarm: bool = False) -> list[s
 
 
 def render_markdown(
-    rows: Sequence[dict[str, Any]], env: dict[str, Any], memory: dict[str, Any] | None, chart: str | None
+    rows: Sequence[dict[str, Any]],
+    env: dict[str, Any],
+    memory: dict[str, Any] | None,
+    chart: str | None,
+    notes: str = "",
 ) -> str:
     prof = env.get("profile", {})
     versions = env.get("versions", {})
@@ -326,6 +330,8 @@ def render_markdown(
             name = LABELS.get(v["contender"], v["contender"])
             out.append(f"| {v['goal']} | {name} | {v['n']:,} | {met} | {v['detail']} |")
         out.append("")
+    if notes:
+        out += ["## Notes on this run", "", notes.strip(), ""]
     out += [
         "## Reproduce",
         "",
@@ -373,13 +379,15 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         label = LABELS.get(name, name).replace("*", "")
         measured = [r for r in mine if not r.get("extrapolated") and r.get("correct")]
         guessed = [r for r in mine if r.get("extrapolated")]
-        failed = [r for r in mine if r.get("correct") is False and r.get("wall_s")]
+        failed = [r for r in mine if r.get("correct") is False and (r.get("wall_s") or r.get("timed_out_s"))]
         for ax, key in ((ax_wall, "wall_s"), (ax_req, "http_requests")):
             for r in failed:
-                ax.scatter([r["n"]], [max(r[key], 1e-3)], marker="X", s=80, color=color, zorder=5)
+                y = r.get(key) or (r.get("timed_out_s") if key == "wall_s" else None) or 1e-3
+                text = "timed out" if r.get("timed_out_s") else "failed"
+                ax.scatter([r["n"]], [max(y, 1e-3)], marker="X", s=80, color=color, zorder=5)
                 ax.annotate(
-                    "failed",
-                    (r["n"], max(r[key], 1e-3)),
+                    text,
+                    (r["n"], max(y, 1e-3)),
                     textcoords="offset points",
                     xytext=(5, -10),
                     fontsize=7,
@@ -518,8 +526,10 @@ def write_reports(
 ) -> None:
     chart = out / "chart.png"
     has_chart = render_chart(rows, chart)
+    notes_path = out / "notes.md"  # hand-written observations about the committed run, if any
+    notes = notes_path.read_text(encoding="utf-8") if notes_path.exists() else ""
     (out / "RESULTS.md").write_text(
-        render_markdown(rows, env, memory, chart.name if has_chart else None), encoding="utf-8"
+        render_markdown(rows, env, memory, chart.name if has_chart else None, notes), encoding="utf-8"
     )
 
 

@@ -224,8 +224,12 @@ class Bench:
         }
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
 
+        from benchmarks.contenders import CONTENDERS
+
+        timeout = min(self.profile.cell_timeout_s, CONTENDERS[spec["contender"]].timeout_s or math.inf)
         self.emu.reset_limits()  # a fresh bucket: every cell gets the same 50 free requests
         before = self.emu.stats
+        timed_out = False
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "benchmarks.cell", str(spec_path)],
@@ -233,16 +237,19 @@ class Bench:
                 env=self._env(spec["contender"]),
                 capture_output=True,
                 text=True,
-                timeout=self.profile.cell_timeout_s,
+                timeout=timeout,
                 check=False,
             )
             stderr, code = proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as exc:
-            stderr, code = str(exc), -1
+        except subprocess.TimeoutExpired:
+            stderr, code, timed_out = "", -1, True
         after = self.emu.stats
         result: dict[str, Any] = {}
         result_path = Path(spec["result_path"])
-        if result_path.exists():
+        if timed_out:
+            result["error"] = f"timed out after {timeout:.0f} s (stopped by the runner)"
+            result["timed_out_s"] = timeout
+        elif result_path.exists():
             result = json.loads(result_path.read_text(encoding="utf-8"))
         else:
             result["error"] = f"child exited {code}: {stderr[-800:]}"
@@ -319,6 +326,8 @@ class Bench:
                 row[key] = result[key]
         if result.get("check_examples") and not correct:
             row["check_examples"] = result["check_examples"]
+        if result.get("timed_out_s"):
+            row["timed_out_s"] = result["timed_out_s"]
         if "error" in result:
             row["error"] = result["error"]
             if result.get("traceback"):
