@@ -61,6 +61,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     cpu0, t0 = time.process_time(), time.perf_counter()
     try:
         modules = cls.export_modules if mode == "export" and cls.export_modules is not None else cls.modules
+        if mode == "warmup":
+            modules = (*cls.modules, *(cls.export_modules or ()))
         for module in modules:
             importlib.import_module(module)
         out["import_s"] = time.perf_counter() - t0

@@ -254,6 +254,10 @@ def render_markdown(
         "normalisation by the emulator's own field table). A cell with a wrong or missing row is marked ✗ "
         "and does not count.",
         "- IDs: a random sample of existing IDs (fixed seed), the same list for every contender.",
+        "- Byte-code: this environment sets `PYTHONDONTWRITEBYTECODE=1` and its venv has no `__pycache__`, "
+        "so each process would compile every module it imports from source (seconds for Airflow). The "
+        "runner gives the children a private `PYTHONPYCACHEPREFIX` and warms it with one untimed call per "
+        "contender, so imports and first calls cost what they cost on an installed system.",
         "",
     ]
     if chart:
