@@ -359,7 +359,7 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fetch = [r for r in rows if r["scenario"] == "fetch" and r.get("wall_s")]
+    fetch = [r for r in rows if r["scenario"] == "fetch" and (r.get("wall_s") or r.get("timed_out_s"))]
     export = [r for r in rows if r["scenario"] == "export" and r.get("correct")]
     if not fetch:
         return False
