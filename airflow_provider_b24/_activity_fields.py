@@ -361,6 +361,8 @@ def _to_int(field: str, value: Any, expected: str = "integer") -> Any:
         raise ActivityParseError(field, value, expected, "a boolean is not an integer")
     if isinstance(value, int):
         return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # the usual "123", without a regex
+        return int(value)
     if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
         return int(value.strip())
     raise ActivityParseError(field, value, expected)

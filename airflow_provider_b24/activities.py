@@ -22,6 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from enum import StrEnum
 from numbers import Integral
@@ -91,6 +92,8 @@ log = logging.getLogger(__name__)
 #: (one command, one page, no pagination); a batch holds at most 50 commands.
 IDS_PER_COMMAND: Final = 50
 COMMANDS_PER_BATCH: Final = 50
+#: Batches in flight at once in :func:`fetch_activities` (each still passes the portal's leaky bucket).
+DEFAULT_CONCURRENCY: Final = 4
 
 #: Fields that ``select: ["*"]`` does not return: they must be named (reference §1.2, §3.3).
 #: ``STORAGE_ELEMENT_IDS`` is what the docs' cURL example selects to get ``FILES``.
@@ -361,7 +364,10 @@ def _limiter_wait_s(client: Any) -> float:
 def _row_id(row: Any, method: str) -> int:
     if not isinstance(row, Mapping):
         raise ActivityParseError("ID", row, "integer", f"{method} returned a non-object row")
-    value = parse_activity({"ID": row.get("ID")})["ID"]
+    raw = row.get("ID")
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():  # the usual "123": no full parse needed
+        return int(raw)
+    value = parse_activity({"ID": raw})["ID"]
     if not isinstance(value, int):
         raise ActivityParseError("ID", row.get("ID"), "integer", f"{method} returned a row without an ID")
     return value
@@ -396,6 +402,7 @@ def fetch_activities(
     select: Any = None,
     strategy: FetchStrategy | str = FetchStrategy.LIST,
     progress: Callable[[FetchProgress], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> FetchResult:
     """Fetch activities by ID, in input order, with as few HTTP requests as Bitrix24 allows.
 
@@ -413,6 +420,10 @@ def fetch_activities(
         ``crm.activity.get`` returns.
     :param strategy: ``"list"`` or ``"get"``.
     :param progress: called after each HTTP request with a :class:`FetchProgress`.
+    :param concurrency: batches (of up to 2,500 IDs) in flight at once. Requests still pass the
+        client's per-portal leaky bucket, so this lowers wall time (the portal answers each batch in
+        a fraction of a second) without sending more requests or more than the portal allows. ``1``
+        sends them one after another.
     :raises InvalidActivityIds: before any request, for IDs that are not IDs.
     :raises InvalidSelect: before any request, for a bad ``select`` (or special fields with ``"get"``).
     :raises Bitrix24Error: errors about the whole call (auth, scope, limits that outlived the client's
@@ -443,12 +454,16 @@ def fetch_activities(
     per_request = (
         IDS_PER_COMMAND * COMMANDS_PER_BATCH if strategy is FetchStrategy.LIST else COMMANDS_PER_BATCH
     )
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+    fetch_group = _fetch_group_list if strategy is FetchStrategy.LIST else _fetch_group_get
     done = 0
-    for group in _chunks(unique_ids, per_request):
-        if strategy is FetchStrategy.LIST:
-            _fetch_group_list(client, group, fields, found, result)
-        else:
-            _fetch_group_get(client, group, fields, found, result)
+    for group, part in _run_groups(
+        fetch_group, client, list(_chunks(unique_ids, per_request)), fields, concurrency
+    ):
+        found.update((k, v) for k, v in part.found.items() if k not in found)
+        result.errors.update(part.errors)
+        result.requests += part.requests
         done += len(group)
         result.limiter_wait_s = _limiter_wait_s(client) - wait_at_start
         if progress is not None:
@@ -476,13 +491,44 @@ def fetch_activities(
     return result
 
 
-def _fetch_group_list(
+@dataclass
+class _GroupResult:
+    """What one batch (one HTTP request, unless retried) brought back."""
+
+    found: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[int, Exception] = field(default_factory=dict)
+    requests: int = 0
+
+
+def _run_groups(
+    fetch_group: Callable[[SupportsBatch, Sequence[int], list[str]], _GroupResult],
     client: SupportsBatch,
-    group: Sequence[int],
+    groups: list[Sequence[int]],
     fields: list[str],
-    found: dict[int, dict[str, Any]],
-    result: FetchResult,
-) -> None:
+    concurrency: int,
+) -> Iterator[tuple[Sequence[int], _GroupResult]]:
+    """Fetch the groups, up to ``concurrency`` at once, yielding each as it completes.
+
+    The first error is raised once the batches already in flight have finished; the rest are not sent.
+    """
+    if concurrency == 1 or len(groups) == 1:
+        for group in groups:
+            yield group, fetch_group(client, group, fields)
+        return
+    with ThreadPoolExecutor(
+        max_workers=min(concurrency, len(groups)), thread_name_prefix="b24-fetch"
+    ) as pool:
+        futures = {pool.submit(fetch_group, client, group, fields): group for group in groups}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _fetch_group_list(client: SupportsBatch, group: Sequence[int], fields: list[str]) -> _GroupResult:
+    part = _GroupResult()
     commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for number, chunk in enumerate(_chunks(group, IDS_PER_COMMAND)):
         commands[f"ids{number}"] = (
@@ -490,7 +536,7 @@ def _fetch_group_list(
             {"filter": {"@ID": list(chunk)}, "select": fields, "start": -1},
         )
     batch: _BatchResultLike = client.batch(commands, halt=False)
-    result.requests += batch.requests
+    part.requests = batch.requests
     for key in commands:
         if key in batch.errors:
             # A list command fails as a whole (e.g. "Access denied." for a user without CRM rights).
@@ -499,20 +545,16 @@ def _fetch_group_list(
     for key in commands:
         for row in _rows(batch.results.get(key)):
             activity_id = _row_id(row, "crm.activity.list")
-            if activity_id in wanted and activity_id not in found:
-                found[activity_id] = dict(row)
+            if activity_id in wanted and activity_id not in part.found:
+                part.found[activity_id] = dict(row)
+    return part
 
 
-def _fetch_group_get(
-    client: SupportsBatch,
-    group: Sequence[int],
-    fields: list[str],
-    found: dict[int, dict[str, Any]],
-    result: FetchResult,
-) -> None:
+def _fetch_group_get(client: SupportsBatch, group: Sequence[int], fields: list[str]) -> _GroupResult:
+    part = _GroupResult()
     commands = {f"id{activity_id}": ("crm.activity.get", {"id": activity_id}) for activity_id in group}
     batch: _BatchResultLike = client.batch(commands, halt=False)
-    result.requests += batch.requests
+    part.requests = batch.requests
     project = "*" not in fields
     for activity_id in group:
         key = f"id{activity_id}"
@@ -520,13 +562,14 @@ def _fetch_group_get(
         if error is not None:
             if not _is_per_id_error(error):
                 raise error
-            result.errors[activity_id] = error
+            part.errors[activity_id] = error
             continue
         row = batch.results.get(key)
         if isinstance(row, Mapping) and row:
             if _row_id(row, "crm.activity.get") != activity_id:  # pragma: no cover - a broken portal
                 raise ActivityParseError("ID", row.get("ID"), "integer", f"crm.activity.get?id={activity_id}")
-            found[activity_id] = {k: v for k, v in row.items() if k in fields} if project else dict(row)
+            part.found[activity_id] = {k: v for k, v in row.items() if k in fields} if project else dict(row)
+    return part
 
 
 def max_requests(n_ids: int, strategy: FetchStrategy | str = FetchStrategy.LIST) -> int:

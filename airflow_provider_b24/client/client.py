@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -153,6 +154,8 @@ class Bitrix24Client:
         self._operating = self._limiters.operating(host)
         self._rng = rng or random.Random()
         self.stats = ClientStats()
+        self._stats_lock = threading.Lock()  # batches may run in parallel threads (fetch_activities)
+        self._local = threading.local()
         register_secrets(self._secrets())
         if portal.insecure:
             self.log.warning(
@@ -182,7 +185,7 @@ class Bitrix24Client:
     def call_envelope(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Call one REST method and return the whole JSON body (``result``, ``time``, ``total``, ``next``)."""
         method = self._check_method(method)
-        before, started = self.stats.snapshot(), self.clock.monotonic()
+        before, started = self._thread_stats().snapshot(), self.clock.monotonic()
         envelope = self._envelope(method, params or {})
         self._log_operation(method, before, started, rows=None)
         return envelope
@@ -193,7 +196,7 @@ class Bitrix24Client:
         Per-command errors land in :attr:`BatchResult.errors` (successes are kept). With ``halt``, the
         server stops at the first failing command and later chunks are not sent.
         """
-        before, started = self.stats.snapshot(), self.clock.monotonic()
+        before, started = self._thread_stats().snapshot(), self.clock.monotonic()
         outcome = self._batch(commands, halt=halt)
         self._log_operation(
             f"batch of {len(commands)} command(s)", before, started, rows=None, errors=len(outcome.errors)
@@ -215,7 +218,7 @@ class Bitrix24Client:
         return self._iter_list(method, params, plan)
 
     def _iter_list(self, method: str, params: dict[str, Any], plan: dict[str, Any] | None) -> Iterator[Any]:
-        before, started = self.stats.snapshot(), self.clock.monotonic()
+        before, started = self._thread_stats().snapshot(), self.clock.monotonic()
         rows = 0
         pages = self.config.pages_per_request
         try:
@@ -256,7 +259,7 @@ class Bitrix24Client:
     def _log_operation(
         self, what: str, before: ClientStats, started: float, *, rows: int | None, errors: int | None = None
     ) -> None:
-        after = self.stats
+        after = self._thread_stats()  # this thread's work only: other threads may share the client
         parts = [what]
         if rows is not None:
             parts.append(f"{rows} row(s)")
@@ -280,9 +283,9 @@ class Bitrix24Client:
         outcome = BatchResult()
         for chunk in split_commands(prepared, MAX_BATCH):
             payload = {"halt": 1 if halt else 0, "cmd": {c.key: c.text for c in chunk}}
-            before = self.stats.requests
+            before = self._thread_stats().requests
             envelope = self._request("batch", payload, read=is_read_batch(c.method for c in chunk))
-            outcome.requests += self.stats.requests - before
+            outcome.requests += self._thread_stats().requests - before
             merge_response(outcome, chunk, envelope)
             if halt and outcome.errors:
                 break
@@ -316,7 +319,22 @@ class Bitrix24Client:
         if wait > 0:
             self.log.debug("Bitrix24 limiter: waiting %.2f s before %s", wait, method)
             self.clock.sleep(wait)
-            self.stats.limiter_wait_s += wait
+            self._count("limiter_wait_s", wait)
+
+    def _count(self, name: str, amount: float) -> None:
+        """Add to a counter of :attr:`stats` (under a lock: ``x += 1`` on an attribute is not atomic)
+        and of this thread's own counters (what one operation in this thread used)."""
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + amount)
+        local = self._thread_stats()
+        setattr(local, name, getattr(local, name) + amount)
+
+    def _thread_stats(self) -> ClientStats:
+        """Counters of the calling thread's requests (batches may run in parallel threads)."""
+        stats: ClientStats | None = getattr(self._local, "stats", None)
+        if stats is None:
+            stats = self._local.stats = ClientStats()
+        return stats
 
     # ------------------------------------------------------------------ the chokepoint
     def _request(self, method: str, payload: dict[str, Any], *, read: bool) -> dict[str, Any]:
@@ -342,7 +360,7 @@ class Bitrix24Client:
                     raise Bitrix24TransportError(
                         f"too many portal redirects (last to {moved.new_origin})", method=method
                     ) from None
-                self.stats.redirects += 1
+                self._count("redirects", 1)
                 self.log.warning(
                     "Bitrix24 portal %s has moved to %s; repeating the POST there (update the host)",
                     self.base_url,
@@ -373,23 +391,23 @@ class Bitrix24Client:
                     delay = reset_at - now + 1.0
                     if delay <= cfg.operating_max_wait and operating_waits < _MAX_OPERATING_WAITS:
                         operating_waits += 1
-                        self.stats.operating_waits += 1
+                        self._count("operating_waits", 1)
                         self.log.warning(
                             "Bitrix24 %s: OPERATION_TIME_LIMIT; waiting %.1f s for the budget to reset",
                             method,
                             delay,
                         )
                         self.clock.sleep(max(0.0, delay))
-                        self.stats.limiter_wait_s += max(0.0, delay)
+                        self._count("limiter_wait_s", max(0.0, delay))
                         continue
                     raise error from None
                 if isinstance(error, Bitrix24RateLimited):
-                    self.stats.rejected_503 += 1
+                    self._count("rejected_503", 1)
                     self._bucket.fill(self.clock.monotonic())
                 may_retry = error.retryable and (read or not failure.maybe_executed)
                 if may_retry and attempt < cfg.max_retries:
                     attempt += 1
-                    self.stats.retries += 1
+                    self._count("retries", 1)
                     delay = backoff_delay(attempt, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
                     self.log.warning(
                         "Bitrix24 %s failed (%s); retry %d of %d in %.1f s",
@@ -417,7 +435,7 @@ class Bitrix24Client:
             verify=self.config.verify,
         )
         if did:
-            self.stats.refreshes += 1
+            self._count("refreshes", 1)
             self.log.info("Bitrix24 OAuth tokens refreshed and saved to the token store")
         register_secrets(self._secrets())
 
@@ -426,7 +444,7 @@ class Bitrix24Client:
         url, shown = self._url(method)
         secrets = self._secrets()
         started = self.clock.monotonic()
-        self.stats.requests += 1
+        self._count("requests", 1)
         try:
             response = self.session.post(
                 url,

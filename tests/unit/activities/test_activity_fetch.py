@@ -193,10 +193,29 @@ class TestGeneral:
         with pytest.raises(ValueError, match="strategy must be one of 'list', 'get'"):
             fetch_activities(FakeClient([1]), [1], strategy="bulk")
 
+    @pytest.mark.parametrize("concurrency", [1, 2, 4, 16])
+    def test_parallel_batches_change_nothing_but_wall_time(self, concurrency: int) -> None:
+        ids = list(range(12000, 0, -1))  # reverse order: the output must follow the input anyway
+        client = FakeClient(range(1, 12001))
+        seen: list[FetchProgress] = []
+        result = fetch_activities(client, ids, progress=seen.append, concurrency=concurrency)
+        assert [row["ID"] for row in result.activities] == [str(i) for i in ids]
+        assert result.missing_ids == []
+        assert result.requests == client.requests == 5  # ceil(12000 / 2500), whatever the concurrency
+        assert len(seen) == 5  # one progress call per batch, in completion order
+        assert (seen[-1].done, seen[-1].found, seen[-1].requests) == (12000, 12000, 5)
+
+    @pytest.mark.parametrize("concurrency", [0, -1, 1.5, True, "4"])
+    def test_concurrency_must_be_a_positive_int(self, concurrency: Any) -> None:
+        client = FakeClient([1])
+        with pytest.raises(ValueError, match="concurrency must be a positive integer"):
+            fetch_activities(client, [1], concurrency=concurrency)
+        assert client.requests == 0
+
     def test_progress_per_request(self) -> None:
         seen: list[FetchProgress] = []
         client = FakeClient(range(1, 6001))
-        result = fetch_activities(client, list(range(1, 6001)), progress=seen.append)
+        result = fetch_activities(client, list(range(1, 6001)), progress=seen.append, concurrency=1)
         assert [(p.done, p.total, p.found, p.requests) for p in seen] == [
             (2500, 6000, 2500, 1),
             (5000, 6000, 5000, 2),
