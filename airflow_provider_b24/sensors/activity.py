@@ -20,6 +20,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_b24._compat import (
     AirflowFailException,
+    AirflowRescheduleException,
     AirflowSkipException,
     conf,
 )
@@ -40,11 +41,6 @@ from airflow_provider_b24.triggers.activity import (
     select_for,
     validate_until,
 )
-
-try:  # Airflow >= 3.2 (not re-exported by _compat, which this module must not change)
-    from airflow.sdk.exceptions import AirflowRescheduleException
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowRescheduleException  # type: ignore[no-redef,attr-defined]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
