@@ -26,7 +26,7 @@ from airflow_provider_b24.export import (
     is_local_path,
     validate_format,
 )
-from airflow_provider_b24.operators.activity import PERMANENT_ERRORS
+from airflow_provider_b24.operators.activity import permanent_errors_fail_the_task
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -139,30 +139,27 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
         Transient errors that survive the client's own retries propagate for Airflow's retries.
         """
         try:
-            # Everything that needs no portal is checked first (export_activities re-checks cheaply).
-            validate_format(self.format)
-            target = self._resolve_path()
-            client = self.hook.get_conn()
-            result = export_activities(
-                client,
-                updated_from=self.updated_from,
-                updated_to=self.updated_to,
-                path=target,
-                format=self.format,
-                filter=self.filter,
-                select=self.select,
-                cancel=self._cancel,
-                on_target=self._remember_target,
-                logger=self.log,
-            )
+            # Credentials, scope, access, a manual overload block...: retrying will not help, so they
+            # fail the task; transient errors propagate for Airflow's retries.
+            with permanent_errors_fail_the_task(self.task_id):
+                # Everything that needs no portal is checked first (export_activities re-checks cheaply).
+                validate_format(self.format)
+                target = self._resolve_path()
+                client = self.hook.get_conn()
+                result = export_activities(
+                    client,
+                    updated_from=self.updated_from,
+                    updated_to=self.updated_to,
+                    path=target,
+                    format=self.format,
+                    filter=self.filter,
+                    select=self.select,
+                    cancel=self._cancel,
+                    on_target=self._remember_target,
+                    logger=self.log,
+                )
         except ExportArgumentError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from err
-        except PERMANENT_ERRORS as err:
-            # Credentials, scope, access, a manual overload block...: retrying will not help.
-            # Transient errors (and any marked retryable) propagate for Airflow's retries.
-            if getattr(err, "retryable", False):
-                raise
-            raise AirflowFailException(f"{self.task_id}: {err} ({type(err).__name__}; not retrying)") from err
         finally:
             self._target = None
         summary = result.to_xcom()
