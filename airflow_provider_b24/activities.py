@@ -52,6 +52,7 @@ from airflow_provider_b24.exceptions import (
     Bitrix24InsufficientScope,
     Bitrix24MethodNotFound,
     Bitrix24NotFound,
+    Bitrix24ServerError,
 )
 
 __all__ = [
@@ -379,8 +380,6 @@ def _rows(result: Any) -> Iterable[Any]:
         return result.values()
     if isinstance(result, list):
         return result
-    from airflow_provider_b24.client.errors import Bitrix24ServerError
-
     # Not "no rows": an answer without rows would report every ID missing (and a sensor wait forever).
     raise Bitrix24ServerError(f"crm.activity.list answered without rows (result is {type(result).__name__})")
 
