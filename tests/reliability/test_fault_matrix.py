@@ -37,8 +37,7 @@ from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.testing.fields import DEFAULT_KEYS
 from airflow_provider_b24.triggers import activity as trigger_module
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
-
-from .conftest import (
+from tests.reliability.conftest import (
     TOKEN_VAR_ENV,
     Armed,
     assert_no_secrets,
@@ -46,7 +45,7 @@ from .conftest import (
     exception_texts,
     use_connection,
 )
-from .matrix import CASE_BY_ID, Case, Expect, Outcome, cells, table
+from tests.reliability.matrix import CASE_BY_ID, Case, Expect, Outcome, cells, table
 
 N_EXPORT = 10_000
 FETCH_IDS = list(range(N_EXPORT, 0, -2))  # 5,000 IDs, descending: the output must keep this order

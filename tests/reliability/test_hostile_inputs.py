@@ -36,8 +36,7 @@ from airflow_provider_b24.client.config import settings_from_fields
 from airflow_provider_b24.exceptions import Bitrix24ConfigError, Bitrix24Error
 from airflow_provider_b24.export import export_activities
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
-
-from .conftest import CONN_ENV
+from tests.reliability.conftest import CONN_ENV
 
 PORTAL = "https://hostile.bitrix24.test"
 CODE = "hostilewebhookcode0123456789"
