@@ -34,6 +34,11 @@ class DagRunResult:
     state: str | None = None
     task_states: dict[tuple[str, int], str] = field(default_factory=dict)
 
+    @property
+    def db_path(self) -> Path:
+        """The SQLite metadata DB the run wrote (for queries the helpers here do not cover)."""
+        return self.home.db_path
+
     def task_state(self, task_id: str, map_index: int = -1) -> str | None:
         return self.task_states.get((task_id, map_index))
 
