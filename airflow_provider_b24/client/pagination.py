@@ -1,6 +1,7 @@
 """List pagination: every row of a ``*.list`` method exactly once, lazily.
 
-Two strategies (reference ``bitrix24-rest.md`` §3.2):
+Two strategies (a list page is always 50 rows; ``start``/``next`` offsets as documented in
+https://apidocs.bitrix24.com/settings/how-to-call-rest-api/list-methods-pecularities.html):
 
 **Keyset ("fast")** - used automatically for the legacy CRM lists when the caller did not ask for
 another order or a ``start``: ``order {"ID": "ASC"}``, ``filter {">ID": cursor}``, ``start=-1`` (no

@@ -22,7 +22,7 @@ import requests_mock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_b24._activity_fields import ACTIVITY_FIELD_TYPES
+from airflow_provider_b24.activities import ACTIVITY_FIELD_TYPES
 from airflow_provider_b24._compat import AirflowFailException
 from airflow_provider_b24.activities import (
     ActivityParseError,
