@@ -22,9 +22,9 @@ import requests_mock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_b24.activities import ACTIVITY_FIELD_TYPES
 from airflow_provider_b24._compat import AirflowFailException
 from airflow_provider_b24.activities import (
+    ACTIVITY_FIELD_TYPES,
     ActivityParseError,
     InvalidActivityIds,
     coerce_activity_ids,
