@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_b24.version import __version__
+
 PACKAGE_NAME = "airflow-provider-b24"
 CONN_TYPE = "bitrix24"
 
@@ -115,8 +117,6 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider description validated by Airflow's ``provider_info.schema.json``."""
-    from airflow_provider_b24 import __version__
-
     return {
         "package-name": PACKAGE_NAME,
         "name": "Bitrix24",

@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from airflow_provider_b24 import __version__
+from airflow_provider_b24.version import __version__
 from airflow_provider_b24.client import pagination
 from airflow_provider_b24.client.auth import OAuthAuth, WebhookAuth
 from airflow_provider_b24.client.batch import (
