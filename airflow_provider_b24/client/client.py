@@ -24,7 +24,6 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from airflow_provider_b24.version import __version__
 from airflow_provider_b24.client import pagination
 from airflow_provider_b24.client.auth import OAuthAuth, WebhookAuth
 from airflow_provider_b24.client.batch import (
@@ -55,6 +54,7 @@ from airflow_provider_b24.client.limiter import (
     parse_reset_at,
 )
 from airflow_provider_b24.client.retry import backoff_delay, is_read_batch, is_read_method
+from airflow_provider_b24.version import __version__
 
 USER_AGENT = f"airflow-provider-b24/{__version__}"
 _REDIRECTS = (301, 302, 303, 307, 308)

@@ -119,4 +119,3 @@ def test_every_module_is_under_the_contracts() -> None:
     adapters = {f"{PACKAGE}.{name.strip()}" for name in layers[0].split(":")}
     assert no_airflow.isdisjoint(adapters)
     assert modules - adapters - no_airflow == {f"{PACKAGE}.get_provider_info"}  # provider metadata
-
