@@ -80,6 +80,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "else fail with the reset time.",
         "schema": {"type": ["number", "null"], "minimum": 0},
     },
+    "operating_budget": {
+        "label": "Operating budget (s per 10 min)",
+        "description": "The portal's per-method execution budget per 10 minutes (default 480, the "
+        "cloud's); the client slows down from 80 % of it and pauses at it.",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
     "verify": {
         "label": "Verify TLS",
         "description": "true (default), false, or the path of a CA bundle.",
@@ -110,6 +116,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "rate_limit": "2",
         "burst": "50",
         "operating_max_wait": "60",
+        "operating_budget": "480",
         "verify": "true",
     },
 }
