@@ -37,7 +37,7 @@ from airflow_provider_b24.client.batch import (
 from airflow_provider_b24.client.config import ClientConfig, parse_portal_url
 from airflow_provider_b24.client.encoding import excerpt, json_body, origin, redact, register_secrets
 from airflow_provider_b24.client.errors import (
-    Bitrix24ConfigError,
+    Bitrix24ArgumentError,
     Bitrix24Error,
     Bitrix24OperationTimeLimit,
     Bitrix24RateLimited,
@@ -250,7 +250,9 @@ class Bitrix24Client:
     def _check_method(method: str) -> str:
         name = (method or "").strip()
         if not name or any(ch in name for ch in "/?#& "):
-            raise Bitrix24ConfigError(f"method {method!r} is not a REST method name such as crm.activity.get")
+            raise Bitrix24ArgumentError(
+                f"method {method!r} is not a REST method name such as crm.activity.get"
+            )
         return name
 
     def _secrets(self) -> list[str]:
