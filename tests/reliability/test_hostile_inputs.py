@@ -123,7 +123,7 @@ def test_operator_refuses_bad_ids_before_any_request(
         return
     op = Bitrix24GetActivitiesOperator(task_id="fetch", activity_ids=value)
     if ids is None:
-        with pytest.raises(AirflowFailException, match="activity_ids: invalid activity ID"):
+        with pytest.raises(AirflowFailException, match="activity_ids and select failed: invalid activity ID"):
             op.execute({"ti": TI()})  # type: ignore[arg-type]
     else:
         assert op.execute({"ti": TI()}) == []  # type: ignore[arg-type]
