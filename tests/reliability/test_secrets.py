@@ -6,7 +6,7 @@ tokens are distinctive strings:
 1. ``airflow dags test`` with an **OAuth** connection whose access token has expired: the first task
    refreshes, saves the rotated pair to the Variable ``bitrix24_token__bitrix24_default`` and the
    next task (a new hook) must use that Variable's pair. ``dag.test()`` does not apply Airflow's
-   secrets masker to its console output (provider notes §2.4), so this run checks that the
+   secrets masker to its console output (observed on Airflow 3.1-3.3), so this run checks that the
    *provider itself* never prints a secret.
 2. ``airflow tasks test`` of ``fetch_activities`` (masker on, as in production) with a **webhook**
    connection at DEBUG log level, so urllib3's and the client's per-request lines are included.

@@ -1,4 +1,5 @@
-"""Every row of the system-error table (reference §6): status + code -> class, retried or not."""
+"""Every row of the system-error table (https://apidocs.bitrix24.com/error-codes.html): status + code ->
+class, retried or not."""
 
 from __future__ import annotations
 

@@ -173,7 +173,10 @@ class TestExecute:
     )
     def test_bad_ids_fail_before_any_request(self, ids: Any, fragment: str) -> None:
         fake = FakeClient(range(1, 10))
-        with pytest.raises(AirflowFailException, match=r"^activity_ids: " + fragment.replace("[", r"\[")):
+        with pytest.raises(
+            AirflowFailException,
+            match=r"^Checking activity_ids and select failed: " + fragment.replace("[", r"\["),
+        ):
             _run(_op(fake, activity_ids=ids))
         assert fake.requests == 0
 
