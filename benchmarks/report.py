@@ -315,6 +315,7 @@ def render_markdown(
         out.append("")
         out += _detail(export)
         out.append("")
+    out += parse_section(env.get("parse"))
     if memory:
         out += ["## Export memory (benchmarks/export_memory.py)", ""]
         if isinstance(memory.get("table"), str):
@@ -457,6 +458,31 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# ------------------------------------------------------------------------------ typed parsing
+def parse_section(parse: dict[str, Any] | None) -> list[str]:
+    """Typed parsing against ``json.loads`` of the same rows (:mod:`benchmarks.parse`, issue 17)."""
+    if not parse:
+        return []
+    out = [
+        "## Typed parsing vs JSON decoding (benchmarks/parse.py)",
+        "",
+        "CPU µs per row, best of several runs, one process: `json.loads` of each row's JSON text, then "
+        "`parse_activities` on the decoded rows (a list: the collector is paused), `parse_activity` row by "
+        "row (the collector running), and the 0.1.0 parser (kept in the tests as the reference).",
+        "",
+        "| shape | rows | fields | json.loads | parse_activities | ratio | parse_activity one by one | "
+        "ratio | 0.1.0 parser |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for shape, m in parse.items():
+        out.append(
+            f"| {shape} | {m['rows']:,} | {m['fields']} | {m['json_loads_us']} | **{m['parse_us']}** | "
+            f"{m['ratio']}x | {m['parse_one_by_one_us']} | {m['ratio_one_by_one']}x | "
+            f"{m.get('reference_0_1_0_us') or '-'} |"
+        )
+    return [*out, ""]
 
 
 # ------------------------------------------------------------------------------ export memory

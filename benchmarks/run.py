@@ -485,7 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios=[s.strip() for s in args.scenarios.split(",") if s.strip()],
         contenders=[c.strip() for c in args.contenders.split(",") if c.strip()] or None,
     )
+    from benchmarks.parse import run as run_parse
     from benchmarks.report import export_memory, write_reports
+
+    env["parse"] = run_parse(20_000 if profile.name == "full" else 5_000, repeat=5)
+    print(f"typed parsing vs json.loads: {env['parse']}", flush=True)
 
     run_memory = args.memory if args.memory is not None else profile.name == "full"
     memory = export_memory(profile.name) if run_memory else None
