@@ -64,14 +64,16 @@ def _choice(enum: type[StrEnum], name: str, value: Any) -> Any:
 
 
 class _ProgressLog:
-    """Logs one line per HTTP request of a fetch (the ``progress`` callback of ``fetch_activities``)."""
+    """Logs one line per HTTP request of a fetch (the ``progress`` callback of ``fetch_activities``):
+    the activities found so far, and how many of the IDs have been asked about."""
 
     def __init__(self, log: logging.Logger | Any) -> None:
         self.log = log
 
     def __call__(self, progress: FetchProgress) -> None:
         self.log.info(
-            "fetched %d/%d activities in %d requests (%.1f s rate-limit wait)",
+            "found %d activities for %d/%d IDs in %d requests (%.1f s rate-limit wait)",
+            progress.found,
             progress.done,
             progress.total,
             progress.requests,

@@ -210,10 +210,20 @@ class TestExecute:
         assert fake.requests == 4
         # Batches run in parallel, so the wait reported with the first one depends on timing.
         assert re.search(
-            r"fetched 2500/10000 activities in 1 requests \([0-9.]+ s rate-limit wait\)", oplog.text()
+            r"found 2500 activities for 2500/10000 IDs in 1 requests \([0-9.]+ s rate-limit wait\)",
+            oplog.text(),
         )
-        assert "fetched 10000/10000 activities in 4 requests (2.0 s rate-limit wait)" in oplog.text()
+        assert (
+            "found 10000 activities for 10000/10000 IDs in 4 requests (2.0 s rate-limit wait)" in oplog.text()
+        )
         assert "Bitrix24ExportActivitiesOperator" not in oplog.text()
+
+    def test_progress_counts_activities_found_not_ids_asked(self, oplog: RecordingLog) -> None:
+        result, _ = _run(_op(FakeClient(range(1, 10)), activity_ids=[1, 2, 99], on_missing="ignore"))
+        assert [row["ID"] for row in result] == [1, 2]
+        assert "found 2 activities for 3/3 IDs in 1 requests" in oplog.text()
+        assert "Fetched 2 of 3 activities" in oplog.text()
+        assert "3/3 activities" not in oplog.text()
 
     def test_warns_about_huge_xcom(self, oplog: RecordingLog) -> None:
         n = XCOM_WARN_THRESHOLD + 1
