@@ -217,6 +217,8 @@ def render_markdown(
     chart: str | None,
     notes: str = "",
 ) -> str:
+    flat = [r for r in rows if r.get("profile") == "flat"]
+    rows = [r for r in rows if r.get("profile") != "flat"]
     prof = env.get("profile", {})
     versions = env.get("versions", {})
     fetch = [r for r in rows if r["scenario"] == "fetch"]
@@ -315,6 +317,7 @@ def render_markdown(
         out.append("")
         out += _detail(export)
         out.append("")
+    out += flat_section(flat, env.get("flat_profile") or {})
     out += parse_section(env.get("parse"))
     if memory:
         out += ["## Export memory (benchmarks/export_memory.py)", ""]
@@ -460,6 +463,48 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------ flat-latency profile
+def flat_section(rows: Sequence[dict[str, Any]], prof: dict[str, Any]) -> list[str]:
+    """The flat-latency portal (issue 17): the same tables for the second profile, with its goals."""
+    if not rows:
+        return []
+    fetch = [r for r in rows if r["scenario"] == "fetch"]
+    export = [r for r in rows if r["scenario"] == "export"]
+    ns = sorted({r["n"] for r in fetch})
+    out = [
+        "## Flat-latency portal (second profile)",
+        "",
+        f"The same emulator in its own process (HTTPS, Bitrix24 Cloud limits: {prof.get('rate_limit')} "
+        f"requests/s, burst {prof.get('burst')}), {prof.get('activities', 0):,} activities, a flat "
+        f"{prof.get('latency_ms')} ms per request and **no per-row server time**, so the clients' own CPU "
+        "(decoding, parsing) shows instead of being overlapped by simulated server work. Same IDs, same "
+        "checks field by field.",
+        "",
+    ]
+    if fetch:
+        out += ["### Fetch by ID: wall seconds", ""]
+        out += _pivot(fetch, "wall_s", ns, 3)
+        out += ["", "### Fetch by ID: HTTP requests", ""]
+        out += _pivot(fetch, "http_requests", ns, 0)
+        out += ["", "### Every metric", ""]
+        out += _detail(fetch)
+        out.append("")
+    if export:
+        out += [f"### Full export ({export[0]['n']:,} activities)", ""]
+        out += _detail(export)
+        out.append("")
+    verdicts = goals(rows)
+    if verdicts:
+        out += ["### Goals (issue 17, this profile)", "", "| goal | contender | N | met | numbers |"]
+        out.append("|---|---|---:|:---:|---|")
+        for v in verdicts:
+            met = "-" if v["met"] is None else ("yes" if v["met"] else "**no**")
+            out.append(f"| {v['goal']} | {LABELS.get(v['contender'], v['contender'])} | {v['n']:,} | {met} | "
+                       f"{v['detail']} |")  # fmt: skip
+        out.append("")
+    return out
+
+
 # ------------------------------------------------------------------------------ typed parsing
 def parse_section(parse: dict[str, Any] | None) -> list[str]:
     """Typed parsing against ``json.loads`` of the same rows (:mod:`benchmarks.parse`, issue 17)."""
@@ -555,7 +600,7 @@ def write_reports(
     rows: Sequence[dict[str, Any]], env: dict[str, Any], memory: dict[str, Any] | None, out: Path
 ) -> None:
     chart = out / "chart.png"
-    has_chart = render_chart(rows, chart)
+    has_chart = render_chart([r for r in rows if r.get("profile") != "flat"], chart)
     notes_path = out / "notes.md"  # hand-written observations about the committed run, if any
     notes = notes_path.read_text(encoding="utf-8") if notes_path.exists() else ""
     (out / "RESULTS.md").write_text(

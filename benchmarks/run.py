@@ -89,6 +89,22 @@ PROFILES: dict[str, Profile] = {
         export_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
     ),
 }
+# The flat-latency portal (issue 17): the same emulator in its own process as above, TLS, cloud limits,
+# a flat 20 ms per request and no simulated per-row server time, so the client's own CPU shows.
+_FLAT_FETCH = ("ours-operator", "ours-hook", "b24pysdk", "fast-bitrix24", "naive-loop")
+_FLAT_EXPORT = ("ours-operator", "ours-hook", "b24pysdk", "fast-bitrix24")
+FLAT_PROFILES: dict[str, Profile] = {
+    "full": Profile(
+        name="full-flat", activities=100_000, fetch_n=(500, 5000, 20000), naive_cap=50, coldwarm_n=0,
+        per_row_latency_ms=0.0, fetch_contenders=_FLAT_FETCH, coldwarm_contenders=(),
+        export_contenders=_FLAT_EXPORT,
+    ),
+    "quick": Profile(
+        name="quick-flat", activities=10_000, fetch_n=(500, 5000), naive_cap=50, coldwarm_n=0,
+        per_row_latency_ms=0.0, fetch_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
+        coldwarm_contenders=(), export_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
+    ),
+}  # fmt: skip
 
 
 def physical_limit(n: int) -> int:
@@ -470,6 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="run benchmarks/export_memory.py (default: with --full only)",
     )
+    parser.add_argument(
+        "--flat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the flat-latency profile (20 ms per request, no per-row server time)",
+    )
     args = parser.parse_args(argv)
 
     profile = PROFILES["quick" if args.quick else "full"]
@@ -485,6 +507,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios=[s.strip() for s in args.scenarios.split(",") if s.strip()],
         contenders=[c.strip() for c in args.contenders.split(",") if c.strip()] or None,
     )
+    if args.flat:
+        flat = FLAT_PROFILES[profile.name]
+        print(f"benchmark profile {flat.name}: flat {flat.latency_ms} ms per request", flush=True)
+        flat_rows = run_profile(
+            flat,
+            scenarios=[s.strip() for s in args.scenarios.split(",") if s.strip()],
+            contenders=[c.strip() for c in args.contenders.split(",") if c.strip()] or None,
+        )
+        results += [{**row, "profile": "flat"} for row in flat_rows]
+        env["flat_profile"] = environment(flat)["profile"]
     from benchmarks.parse import run as run_parse
     from benchmarks.report import export_memory, write_reports
 

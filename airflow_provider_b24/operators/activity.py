@@ -28,7 +28,6 @@ from airflow_provider_b24.activities import (
     fetch_activities,
     format_ids,
     max_requests,
-    parse_activities,
 )
 from airflow_provider_b24.exceptions import Bitrix24ArgumentError
 from airflow_provider_b24.failures import fail_task, permanent_errors_fail_the_task
@@ -174,12 +173,19 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
         )
         with permanent_errors_fail_the_task("Fetching activities from Bitrix24"):
             try:
+                # Each batch is parsed as it arrives, while the next ones are in flight.
+                # ActivityParseError: FAIL.
                 result = fetch_activities(
-                    self.hook, ids, select=select, strategy=self.strategy, progress=_ProgressLog(self.log)
+                    self.hook,
+                    ids,
+                    select=select,
+                    strategy=self.strategy,
+                    progress=_ProgressLog(self.log),
+                    parse=True,
                 )
             finally:
                 self.hook.close()  # the HTTP session; a later call would open a new one
-            activities = parse_activities(result.activities)  # ActivityParseError: FAIL
+            activities = result.activities
 
         ti.xcom_push(key="missing_ids", value=result.missing_ids)
         self.log.info(

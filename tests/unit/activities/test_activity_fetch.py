@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from typing import Any
 
 import pytest
 
 from airflow_provider_b24.activities import (
+    ActivityParseError,
     FetchProgress,
     FetchStrategy,
     InvalidActivityIds,
@@ -21,6 +23,7 @@ from airflow_provider_b24.activities import (
     coerce_select,
     fetch_activities,
     max_requests,
+    parse_activities,
 )
 from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
@@ -224,6 +227,42 @@ class TestGeneral:
         assert [p.limiter_wait_s for p in seen] == [0.5, 1.0, 1.5]
         assert result.limiter_wait_s == 1.5
         assert all(p.elapsed_s >= 0 for p in seen)
+
+    def test_parse_returns_parsed_rows_in_input_order(self) -> None:
+        ids = list(range(6000, 0, -1))
+        raw = fetch_activities(FakeClient(range(1, 6001)), ids)
+        client = FakeClient(range(1, 6001))
+        parsed = fetch_activities(client, ids, parse=True)
+        assert parsed.activities == parse_activities(raw.activities)
+        assert [row["ID"] for row in parsed.activities] == ids
+        assert parsed.requests == client.requests == 3
+
+    def test_parse_overlaps_the_next_batch_in_flight(self) -> None:
+        """Batch 1 is parsed (and reported) while batch 2 is still waiting for its answer."""
+        first_reported = threading.Event()
+        events: list[str] = []
+
+        class SlowSecond(FakeClient):
+            def batch(self, commands: Any, *, halt: bool = False) -> Any:
+                if commands["ids0"][1]["filter"]["@ID"][0] > 2500:  # the second batch
+                    events.append(f"batch 2 answered after batch 1 parsed: {first_reported.wait(10)}")
+                return super().batch(commands, halt=halt)
+
+        def progress(p: FetchProgress) -> None:
+            events.append(f"parsed {p.found}")  # called once the batch's rows are parsed
+            first_reported.set()
+
+        client = SlowSecond(range(1, 5001))
+        result = fetch_activities(client, list(range(1, 5001)), parse=True, progress=progress, concurrency=2)
+        assert events == ["parsed 2500", "batch 2 answered after batch 1 parsed: True", "parsed 5000"]
+        assert result.activities[0]["ID"] == 1 and len(result.activities) == 5000
+        assert client.requests == 2
+
+    def test_parse_error_names_the_activity(self) -> None:
+        client = FakeClient(range(1, 3))
+        client.rows[2]["START_TIME"] = "yesterday"
+        with pytest.raises(ActivityParseError, match="activity 2: field START_TIME"):
+            fetch_activities(client, [1, 2], parse=True)
 
     def test_client_without_stats(self) -> None:
         class Bare:
