@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,8 +138,8 @@ def test_crash_mid_export_leaves_nothing_and_a_rerun_replaces(
                 yield row
 
         client.iter_list = iter_list  # type: ignore[method-assign]
-        with pytest.raises(Bitrix24ServerError):
-            export_activities(client, updated_from=YEAR_FROM, updated_to=YEAR_TO, path=path)
+        with pytest.raises(Bitrix24ServerError):  # one chain (slices=1): the client's iter_list
+            export_activities(client, updated_from=YEAR_FROM, updated_to=YEAR_TO, path=path, slices=1)
     assert path.read_text() == "previous\n"
     assert [p.name for p in out_dir.iterdir()] == ["crash.jsonl"]
     out = export(emu, path, YEAR_FROM, YEAR_TO)
@@ -236,3 +237,60 @@ def test_activities_the_portal_lists_twice_are_written_once(
     out = export(emu, tmp_path / "b.jsonl", START, START + HOUR, filter={"BINDINGS": bindings})
     assert out["ids"] == ids
     assert out["rows"] == 120
+
+
+def _window_ids(emu: Bitrix24Emulator) -> list[int]:
+    hidden = emu.store.hidden_ids()
+    return [i for i in emu.store.sorted_ids() if i not in hidden]
+
+
+@pytest.mark.parametrize("slices", [2, 4, 7])
+def test_parallel_slices_write_every_row_once_in_id_order(
+    bitrix24_emulator_factory: Any, tmp_path: Path, slices: int
+) -> None:
+    """K slices at once: every row of the emulator's store once, in ID order, the same file as one
+    chain, and requests ≤ ceil(N/2500) + K + 2 (one probe, then per slice floor(n/2500) + 1)."""
+    emu = bitrix24_emulator_factory(activities=30_000, rate_limit=None, tls=False)
+    for gone in range(7000, 9500):  # a gap of deleted IDs inside a slice
+        emu.store.delete(gone)
+    expected = _window_ids(emu)
+    parallel = export(emu, tmp_path / "p.jsonl", YEAR_FROM, YEAR_TO, slices=slices)
+    assert parallel["ids"] == expected
+    assert parallel["requests"] <= -(-len(expected) // 2500) + slices + 2
+    with emu.store.lock:
+        stored = {i: emu.store.row(i) for i in expected}
+    for row in read_jsonl(tmp_path / "p.jsonl"):
+        assert row["SUBJECT"] == stored[row["ID"]]["SUBJECT"]  # type: ignore[index]
+    one_chain = export(emu, tmp_path / "s.jsonl", YEAR_FROM, YEAR_TO, slices=1)
+    assert (tmp_path / "p.jsonl").read_bytes() == (tmp_path / "s.jsonl").read_bytes()
+    assert one_chain["requests"] == -(-(len(expected) - 50) // 2500) + 1
+
+
+def test_parallel_slice_failure_mid_export_leaves_nothing(
+    bitrix24_emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu = bitrix24_emulator_factory(activities=20_000, rate_limit=None, tls=False)
+    path = tmp_path / "crash.jsonl"
+    with client_for(emu) as client:
+        send = client.batch
+        calls = 0
+
+        def batch(commands: Any, *, halt: bool = False) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 4:  # the probe and two slices' first batches went through
+                emu.faults.add("http_500_json", method="batch", times=1)
+            return send(commands, halt=halt)
+
+        client.batch = batch  # type: ignore[method-assign]
+        with pytest.raises(Bitrix24ServerError):
+            export_activities(client, updated_from=YEAR_FROM, updated_to=YEAR_TO, path=path, slices=4)
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("b24-export-slice")]
+
+
+def test_slices_must_be_a_positive_integer(bitrix24_emulator_factory: Any, tmp_path: Path) -> None:
+    emu = bitrix24_emulator_factory(activities=10, rate_limit=None)
+    with client_for(emu) as client, pytest.raises(ValueError, match="slices must be a positive integer"):
+        export_activities(client, updated_from=YEAR_FROM, updated_to=YEAR_TO, path=tmp_path / "x", slices=0)
+    assert served(emu) == 0
