@@ -384,17 +384,23 @@ def test_fetch_does_not_report_a_malformed_answer_as_missing_ids(body: Any) -> N
     ],
     ids=["no-result", "null-result", "string-result"],
 )
-def test_export_does_not_turn_a_malformed_answer_into_an_empty_file(body: Any, tmp_path: Any) -> None:
-    """An export whose first page is a 200 without ``result`` must fail, not "succeed" with 0 rows."""
+@pytest.mark.parametrize("slices", [1, 4])
+def test_export_does_not_turn_a_malformed_answer_into_an_empty_file(
+    body: Any, tmp_path: Any, slices: int
+) -> None:
+    """An export whose first page is a 200 without ``result`` must fail, not "succeed" with 0 rows:
+    one chain's first page (a plain call) and the parallel export's probe (a batch) alike."""
     path = tmp_path / "out.jsonl"
     with requests_mock.Mocker() as mocker:
         mocker.post(list_url(), text=json.dumps(body))
+        mocker.post(batch_url(), text=json.dumps(body))
         with client() as c, pytest.raises((Bitrix24Error, ValueError)):
             export_activities(
                 c,
                 updated_from="2024-01-01T00:00:00+00:00",
                 updated_to="2025-01-01T00:00:00+00:00",
                 path=str(path),
+                slices=slices,
             )
     assert not path.exists()
 
