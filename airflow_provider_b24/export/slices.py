@@ -7,7 +7,7 @@ highest ID; the IDs above the first page are split into K ranges (the last one o
 created meanwhile are read as the sequential export reads them), and each range is paged by its own
 thread with 50 chained pages per request, through the client's shared rate limiter. Rows come out
 in ascending ID order, each ID once: each slice is spooled to a temporary file (``marshal``, one
-record per batch) and read back in range order as soon as it is written, so memory holds a few
+record per page) and read back in range order as soon as it is written, so memory holds a few
 batches whatever the window's size.
 
 Requests: 1 probe + per slice ``floor(n_i / 2500) + 1`` ≤ ``ceil(N / 2500) + K + 1``.
@@ -122,10 +122,13 @@ class _Spool:
         self.error: BaseException | None = None
 
     def put(self, rows: list[Any]) -> None:
-        marshal.dump(rows, self.writer)
+        # One record per page: the reader holds 50 rows at a time, not a whole batch.
+        records = [rows[start : start + PAGE_SIZE] for start in range(0, len(rows), PAGE_SIZE)]
+        for record in records:
+            marshal.dump(record, self.writer)
         self.writer.flush()
         with self.changed:
-            self.written += 1
+            self.written += len(records)
             self.changed.notify_all()
 
     def finish(self, error: BaseException | None = None) -> None:
