@@ -146,7 +146,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.sensors.activity"]}
         ],
         "triggers": [
-            {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.triggers.activity"]}
+            {
+                "integration-name": "Bitrix24",
+                "python-modules": [
+                    "airflow_provider_b24.triggers.activity",
+                    "airflow_provider_b24.triggers.activity_changes",
+                ],
+            }
         ],
         "connection-types": [
             {

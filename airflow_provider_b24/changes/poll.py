@@ -1,0 +1,251 @@
+"""``source="poll"``: activities changed since a ``LAST_UPDATED`` cursor, read with ``crm.activity.list``.
+
+The cursor is a second and the IDs already delivered *at* that second::
+
+    {"last_updated": "2026-12-01T17:03:03+03:00", "ids": [17, 42]}
+
+Invariant: every change with ``LAST_UPDATED`` before the cursor's second, and every listed ID at it,
+has been delivered. ``LAST_UPDATED`` has whole-second resolution, so a strict ``>`` cursor would skip
+a change made later in the same second, and a plain ``>=`` would re-send the cursor's own rows; the
+ID set at the boundary second does neither.
+
+Each step is **one HTTP request**, a batch of two ``crm.activity.list`` commands (``select ID,
+LAST_UPDATED``, ``start=-1``, 50 rows each):
+
+* ``after``: ``>LAST_UPDATED b``, ordered ``LAST_UPDATED``, then ``ID``;
+* ``same``: ``=LAST_UPDATED b`` and ``!@ID <delivered at b>``, ordered ``ID`` (rows of the boundary
+  second not delivered yet, e.g. changed in that second after the previous poll).
+
+``after`` runs first inside the batch: if it finds rows past ``b``, the portal's clock had left
+second ``b`` before ``same`` ran, so ``same`` sees all of ``b``. When nothing changed both are empty:
+an idle poll is exactly one request. A full ``same`` page means more rows at ``b`` (a bulk change):
+the step repeats with the grown ID set. A full ``after`` page moves ``b`` to its last second and
+repeats. A poll stops after ``limit`` IDs (2,500): the rest comes with the next poll, at once.
+
+Limits: a row whose transaction commits more than a second after its ``LAST_UPDATED`` was set can
+still be missed (as with any timestamp cursor); deletions are invisible (use ``offline_events``).
+When more than :data:`EXCLUDE_MAX` IDs share the boundary second, ``same`` pages by ``>ID`` instead of
+excluding them (keeps requests small; a late same-second change below that ID is then missed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from airflow_provider_b24.changes.changeset import MAX_IDS_PER_EVENT, ChangeSet, split_changes
+from airflow_provider_b24.changes.feed import FeedPoll
+from airflow_provider_b24.client.batch import BatchResult
+from airflow_provider_b24.client.errors import Bitrix24ServerError
+from airflow_provider_b24.client.pagination import PAGE_SIZE, rows_of
+
+METHOD: Final = "crm.activity.list"
+SELECT: Final = ["ID", "LAST_UPDATED"]
+#: Up to this many delivered IDs at the boundary second are excluded with ``!@ID``; beyond, ``>ID``.
+EXCLUDE_MAX: Final = 500
+
+
+class BatchClient(Protocol):
+    """What the feeds need: a hook or a client (``call`` and ``batch``)."""
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any: ...
+
+    def batch(self, commands: Mapping[str, Any], *, halt: bool = False) -> BatchResult: ...
+
+
+def parse_instant(value: str) -> dt.datetime:
+    """An ISO 8601 portal datetime as an aware datetime (a value without offset is read as UTC)."""
+    parsed = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class PollCursor:
+    """A ``LAST_UPDATED`` second (ISO 8601, as the portal wrote it) and the IDs delivered at it."""
+
+    last_updated: str
+    ids: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-plain form (stored durably and put into event payloads)."""
+        return {"last_updated": self.last_updated, "ids": sorted(self.ids)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PollCursor:
+        """Read :meth:`to_dict`'s form back; ``ValueError`` naming what is wrong."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("last_updated"), str):
+            raise ValueError(f"a poll cursor needs a 'last_updated' ISO 8601 string, got {data!r}")
+        parse_instant(data["last_updated"])  # validates
+        ids = data.get("ids") or []
+        if not isinstance(ids, list):
+            raise ValueError(f"a poll cursor's 'ids' must be a list of activity IDs, got {ids!r}")
+        return cls(last_updated=data["last_updated"], ids=tuple(sorted({int(i) for i in ids})))
+
+
+@dataclass
+class PollResult:
+    """One poll: the new IDs (ascending), the cursor after them, HTTP requests used, whether capped."""
+
+    ids: list[int]
+    cursor: PollCursor
+    requests: int = 0
+    capped: bool = False
+
+
+@dataclass(order=True)
+class _Change:
+    at: dt.datetime
+    id: int
+    last_updated: str = field(compare=False)
+
+
+def _changes(rows: list[Any]) -> list[_Change]:
+    out = []
+    for row in rows:
+        if not isinstance(row, Mapping) or row.get("ID") is None or not row.get("LAST_UPDATED"):
+            raise Bitrix24ServerError(f"{METHOD} returned a row without ID or LAST_UPDATED: {row!r:.200}")
+        text = str(row["LAST_UPDATED"])
+        out.append(_Change(parse_instant(text), int(row["ID"]), text))
+    return out
+
+
+def _commands(base_filter: Mapping[str, Any], boundary: str, seen: set[int]) -> dict[str, Any]:
+    same_filter: dict[str, Any] = {**base_filter, "=LAST_UPDATED": boundary}
+    if len(seen) > EXCLUDE_MAX:
+        same_filter[">ID"] = max(seen)
+    elif seen:
+        same_filter["!@ID"] = sorted(seen)
+    common = {"select": list(SELECT), "start": -1}
+    return {
+        "after": (
+            METHOD,
+            {
+                "filter": {**base_filter, ">LAST_UPDATED": boundary},
+                "order": {"LAST_UPDATED": "ASC", "ID": "ASC"},
+                **common,
+            },
+        ),
+        "same": (METHOD, {"filter": same_filter, "order": {"ID": "ASC"}, **common}),
+    }
+
+
+def poll_changes(
+    client: BatchClient,
+    cursor: PollCursor,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    limit: int = MAX_IDS_PER_EVENT,
+) -> PollResult:
+    """Activities changed since ``cursor`` (at most ``limit``), and the cursor after them.
+
+    ``filter`` (a ``crm.activity.list`` filter without ``LAST_UPDATED`` keys) is ANDed in.
+    """
+    base_filter = dict(filter or {})
+    boundary, boundary_at = cursor.last_updated, parse_instant(cursor.last_updated)
+    seen = set(cursor.ids)
+    collected: list[_Change] = []
+    requests = 0
+    while len(collected) < limit:
+        outcome = client.batch(_commands(base_filter, boundary, seen))
+        requests += outcome.requests
+        for key in ("after", "same"):
+            if key in outcome.errors:
+                raise outcome.errors[key]
+        same_rows = rows_of(outcome.results.get("same"))
+        after_rows = rows_of(outcome.results.get("after"))
+        same = [c for c in _changes(same_rows) if c.at == boundary_at and c.id not in seen]
+        collected.extend(sorted(same))
+        seen.update(c.id for c in same)
+        if len(same_rows) >= PAGE_SIZE and same:
+            continue  # more rows at the boundary second: page on (the "after" page is asked again)
+        after = sorted(c for c in _changes(after_rows) if c.at > boundary_at)
+        if not after:
+            break
+        collected.extend(after)
+        last = after[-1]
+        boundary, boundary_at = last.last_updated, last.at
+        seen = {c.id for c in after if c.at == boundary_at}
+        if len(after_rows) < PAGE_SIZE:
+            break
+    capped = len(collected) >= limit
+    taken = collected[:limit]
+    if not taken:
+        return PollResult(ids=[], cursor=cursor, requests=requests)
+    last = taken[-1]
+    at_last = {c.id for c in taken if c.at == last.at}
+    if last.at == parse_instant(cursor.last_updated):
+        at_last |= set(cursor.ids)
+    new_cursor = PollCursor(last_updated=last.last_updated, ids=tuple(sorted(at_last)))
+    return PollResult(ids=sorted({c.id for c in taken}), cursor=new_cursor, requests=requests, capped=capped)
+
+
+def portal_now(client: BatchClient) -> str:
+    """The portal's current time (``server.time``), ISO 8601 in the portal's offset."""
+    value = client.call("server.time")
+    if not isinstance(value, str) or not value:
+        raise Bitrix24ServerError(f"server.time answered {value!r}, not an ISO 8601 time")
+    parse_instant(value)
+    return value
+
+
+class PollFeed:
+    """The ``poll`` source as a :class:`~airflow_provider_b24.changes.feed.ChangeFeed`.
+
+    :param client: a hook or client.
+    :param filter: extra ``crm.activity.list`` filter (ANDed in).
+    :param start_from: ISO 8601 start point; ``None``: the portal's "now" (no history).
+    :param limit: IDs per poll (and per event).
+    """
+
+    source = "poll"
+
+    def __init__(
+        self,
+        client: BatchClient,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        start_from: str | None = None,
+        limit: int = MAX_IDS_PER_EVENT,
+    ) -> None:
+        self.client = client
+        self.filter = dict(filter or {})
+        self.start_from = start_from
+        self.limit = limit
+
+    def start(self) -> dict[str, Any]:
+        """The first state: ``start_from``, or the portal's current second (one request)."""
+        since = self.start_from or portal_now(self.client)
+        return {"source": self.source, **PollCursor(last_updated=since).to_dict()}
+
+    def poll(self, state: Mapping[str, Any]) -> FeedPoll:
+        """One poll from ``state``: events and the state after them (see :class:`FeedPoll`)."""
+        cursor = PollCursor.from_dict(state)
+        result = poll_changes(self.client, cursor, filter=self.filter, limit=self.limit)
+        new_state = {"source": self.source, **result.cursor.to_dict()}
+        changes: list[ChangeSet] = split_changes(result.ids, limit=self.limit) if result.ids else []
+        return FeedPoll(
+            changes=changes,
+            state=new_state,
+            requests=result.requests,
+            more=result.capped,
+            cursor={"last_updated": result.cursor.last_updated},
+        )
+
+    def commit(self, poll: FeedPoll) -> int:
+        """Nothing to confirm at the portal for a poll (the cursor is the whole state)."""
+        return 0
+
+
+__all__ = [
+    "EXCLUDE_MAX",
+    "SELECT",
+    "BatchClient",
+    "PollCursor",
+    "PollFeed",
+    "PollResult",
+    "parse_instant",
+    "poll_changes",
+    "portal_now",
+]
