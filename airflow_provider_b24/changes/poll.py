@@ -9,7 +9,7 @@ has been delivered. ``LAST_UPDATED`` has whole-second resolution, so a strict ``
 a change made later in the same second, and a plain ``>=`` would re-send the cursor's own rows; the
 ID set at the boundary second does neither.
 
-Each step is **one HTTP request**, a batch of two ``crm.activity.list`` commands (``select ID,
+The first step is **one HTTP request**, a batch of two ``crm.activity.list`` commands (``select ID,
 LAST_UPDATED``, ``start=-1``, 50 rows each):
 
 * ``after``: ``>LAST_UPDATED b``, ordered ``LAST_UPDATED``, then ``ID``;
@@ -19,8 +19,10 @@ LAST_UPDATED``, ``start=-1``, 50 rows each):
 ``after`` runs first inside the batch: if it finds rows past ``b``, the portal's clock had left
 second ``b`` before ``same`` ran, so ``same`` sees all of ``b``. When nothing changed both are empty:
 an idle poll is exactly one request. A full ``same`` page means more rows at ``b`` (a bulk change):
-the step repeats with the grown ID set. A full ``after`` page moves ``b`` to its last second and
-repeats. A poll stops after ``limit`` IDs (2,500): the rest comes with the next poll, at once.
+the step repeats with the grown ID set. A full ``after`` page moves ``b`` to its last second; the
+next requests chain 25 (after, same) pairs keyed on the previous page's last row (``$result``
+references), so a backlog costs one request per 1,250 rows. A poll stops after ``limit`` IDs
+(2,500): the rest comes with the next poll, at once.
 
 Limits: a row whose transaction commits more than a second after its ``LAST_UPDATED`` was set can
 still be missed (as with any timestamp cursor); deletions are invisible (use ``offline_events``).
@@ -38,6 +40,7 @@ from typing import Any, Final, Protocol
 from airflow_provider_b24.changes.changeset import MAX_IDS_PER_EVENT, ChangeSet, split_changes
 from airflow_provider_b24.changes.feed import FeedPoll
 from airflow_provider_b24.client.batch import BatchResult
+from airflow_provider_b24.client.encoding import ResultRef
 from airflow_provider_b24.client.errors import Bitrix24ServerError
 from airflow_provider_b24.client.pagination import PAGE_SIZE, rows_of
 
@@ -111,24 +114,59 @@ def _changes(rows: list[Any]) -> list[_Change]:
     return out
 
 
-def _commands(base_filter: Mapping[str, Any], boundary: str, seen: set[int]) -> dict[str, Any]:
-    same_filter: dict[str, Any] = {**base_filter, "=LAST_UPDATED": boundary}
+#: Chained (after, same) pairs per request once a poll has a backlog: 25 x 2 = 50 commands.
+CHAIN_PAIRS: Final = 25
+_ORDER_AFTER: Final = {"LAST_UPDATED": "ASC", "ID": "ASC"}
+
+
+def _after(base_filter: Mapping[str, Any], boundary: str) -> tuple[str, dict[str, Any]]:
+    return (
+        METHOD,
+        {
+            "filter": {**base_filter, ">LAST_UPDATED": boundary},
+            "order": dict(_ORDER_AFTER),
+            "select": list(SELECT),
+            "start": -1,
+        },
+    )
+
+
+def _same(
+    base_filter: Mapping[str, Any], boundary: str, extra: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    return (
+        METHOD,
+        {
+            "filter": {**base_filter, "=LAST_UPDATED": boundary, **extra},
+            "order": {"ID": "ASC"},
+            "select": list(SELECT),
+            "start": -1,
+        },
+    )
+
+
+def _first_pair(base_filter: Mapping[str, Any], boundary: str, seen: set[int]) -> dict[str, Any]:
+    """``after0`` then ``same0``: the boundary second's undelivered rows and the next 50 after it."""
+    extra: dict[str, Any] = {}
     if len(seen) > EXCLUDE_MAX:
-        same_filter[">ID"] = max(seen)
+        extra[">ID"] = max(seen)
     elif seen:
-        same_filter["!@ID"] = sorted(seen)
-    common = {"select": list(SELECT), "start": -1}
-    return {
-        "after": (
-            METHOD,
-            {
-                "filter": {**base_filter, ">LAST_UPDATED": boundary},
-                "order": {"LAST_UPDATED": "ASC", "ID": "ASC"},
-                **common,
-            },
-        ),
-        "same": (METHOD, {"filter": same_filter, "order": {"ID": "ASC"}, **common}),
-    }
+        extra["!@ID"] = sorted(seen)
+    return {"after0": _after(base_filter, boundary), "same0": _same(base_filter, boundary, extra)}
+
+
+def _chained_pairs(
+    base_filter: Mapping[str, Any], boundary: str, seen: set[int], pairs: int
+) -> dict[str, Any]:
+    """``after0``/``same0`` plus ``pairs - 1`` pairs keyed on the previous ``after`` page's last row."""
+    commands = _first_pair(base_filter, boundary, seen)
+    for k in range(1, pairs):
+        previous = f"after{k - 1}"
+        last_second = ResultRef(previous, PAGE_SIZE - 1, "LAST_UPDATED")
+        last_id = ResultRef(previous, PAGE_SIZE - 1, "ID")
+        commands[f"after{k}"] = _after(base_filter, last_second)
+        commands[f"same{k}"] = _same(base_filter, last_second, {">ID": last_id})
+    return commands
 
 
 def poll_changes(
@@ -140,35 +178,49 @@ def poll_changes(
 ) -> PollResult:
     """Activities changed since ``cursor`` (at most ``limit``), and the cursor after them.
 
-    ``filter`` (a ``crm.activity.list`` filter without ``LAST_UPDATED`` keys) is ANDed in.
+    ``filter`` (a ``crm.activity.list`` filter without ``LAST_UPDATED`` keys) is ANDed in. The
+    first request holds one (after, same) pair; when its ``after`` page is full (a backlog), later
+    requests chain :data:`CHAIN_PAIRS` pairs, each keyed on the previous ``after`` page's last row
+    (``$result[after{k-1}][49][...]``), so a backlog is read 1,250+ rows per request. Pairs whose
+    predecessor was not full are ignored (their references point at a missing row).
     """
     base_filter = dict(filter or {})
     boundary, boundary_at = cursor.last_updated, parse_instant(cursor.last_updated)
     seen = set(cursor.ids)
     collected: list[_Change] = []
     requests = 0
-    while len(collected) < limit:
-        outcome = client.batch(_commands(base_filter, boundary, seen))
+    pairs = 1
+    done = False
+    while not done and len(collected) < limit:
+        commands = _chained_pairs(base_filter, boundary, seen, pairs)
+        outcome = client.batch(commands)
         requests += outcome.requests
-        for key in ("after", "same"):
-            if key in outcome.errors:
-                raise outcome.errors[key]
-        same_rows = rows_of(outcome.results.get("same"))
-        after_rows = rows_of(outcome.results.get("after"))
-        same = [c for c in _changes(same_rows) if c.at == boundary_at and c.id not in seen]
-        collected.extend(sorted(same))
-        seen.update(c.id for c in same)
-        if len(same_rows) >= PAGE_SIZE and same:
-            continue  # more rows at the boundary second: page on (the "after" page is asked again)
-        after = sorted(c for c in _changes(after_rows) if c.at > boundary_at)
-        if not after:
-            break
-        collected.extend(after)
-        last = after[-1]
-        boundary, boundary_at = last.last_updated, last.at
-        seen = {c.id for c in after if c.at == boundary_at}
-        if len(after_rows) < PAGE_SIZE:
-            break
+        done = True
+        for k in range(pairs):
+            for key in (f"after{k}", f"same{k}"):
+                if key in outcome.errors:
+                    raise outcome.errors[key]
+            same_rows = rows_of(outcome.results.get(f"same{k}"))
+            after_rows = rows_of(outcome.results.get(f"after{k}"))
+            same = sorted(c for c in _changes(same_rows) if c.at == boundary_at and c.id not in seen)
+            collected.extend(same)
+            seen.update(c.id for c in same)
+            if len(same_rows) >= PAGE_SIZE and same:
+                done = False  # more rows at the boundary second: the next request goes on from here
+                break
+            after = sorted(c for c in _changes(after_rows) if c.at > boundary_at)
+            if not after:
+                break
+            collected.extend(after)
+            last = after[-1]
+            boundary, boundary_at = last.last_updated, last.at
+            seen = {c.id for c in after if c.at == boundary_at}
+            if len(after_rows) < PAGE_SIZE or len(collected) >= limit:
+                done = len(after_rows) < PAGE_SIZE
+                break
+            if k == pairs - 1:
+                done = False  # every pair was full: another request
+        pairs = CHAIN_PAIRS
     capped = len(collected) >= limit
     taken = collected[:limit]
     if not taken:
