@@ -116,6 +116,8 @@ def _changes(rows: list[Any]) -> list[_Change]:
 
 #: Chained (after, same) pairs per request once a poll has a backlog: 25 x 2 = 50 commands.
 CHAIN_PAIRS: Final = 25
+#: Commands in one batch request.
+MAX_BATCH_COMMANDS: Final = 50
 _ORDER_AFTER: Final = {"LAST_UPDATED": "ASC", "ID": "ASC"}
 
 
@@ -169,6 +171,18 @@ def _chained_pairs(
     return commands
 
 
+def _chained_second(
+    base_filter: Mapping[str, Any], boundary: str, seen: set[int], pages: int
+) -> dict[str, Any]:
+    """The rest of one busy second: ``same0``, then pages keyed on the previous page's last ID."""
+    commands = {"same0": _first_pair(base_filter, boundary, seen)["same0"]}
+    for k in range(1, pages):
+        commands[f"same{k}"] = _same(
+            base_filter, boundary, {">ID": ResultRef(f"same{k - 1}", PAGE_SIZE - 1, "ID")}
+        )
+    return commands
+
+
 def poll_changes(
     client: BatchClient,
     cursor: PollCursor,
@@ -179,48 +193,59 @@ def poll_changes(
     """Activities changed since ``cursor`` (at most ``limit``), and the cursor after them.
 
     ``filter`` (a ``crm.activity.list`` filter without ``LAST_UPDATED`` keys) is ANDed in. The
-    first request holds one (after, same) pair; when its ``after`` page is full (a backlog), later
-    requests chain :data:`CHAIN_PAIRS` pairs, each keyed on the previous ``after`` page's last row
-    (``$result[after{k-1}][49][...]``), so a backlog is read 1,250+ rows per request. Pairs whose
-    predecessor was not full are ignored (their references point at a missing row).
+    first request holds one (after, same) pair. When a page comes back full, later requests chain
+    pages in one batch, each keyed on the previous page's last row (``$result[...][49][...]``):
+    :data:`CHAIN_PAIRS` (after, same) pairs for a backlog across seconds, or 50 ``same`` pages for
+    one busy second. Pages whose predecessor was not full are ignored (their references point at
+    a missing row).
     """
     base_filter = dict(filter or {})
     boundary, boundary_at = cursor.last_updated, parse_instant(cursor.last_updated)
     seen = set(cursor.ids)
     collected: list[_Change] = []
     requests = 0
-    pairs = 1
-    done = False
-    while not done and len(collected) < limit:
-        commands = _chained_pairs(base_filter, boundary, seen, pairs)
+    mode = "first"  # "first": one pair; "backlog": chained pairs; "second": chained same pages
+    while mode != "done" and len(collected) < limit:
+        if mode == "second":
+            commands = _chained_second(base_filter, boundary, seen, MAX_BATCH_COMMANDS)
+        else:
+            commands = _chained_pairs(base_filter, boundary, seen, 1 if mode == "first" else CHAIN_PAIRS)
         outcome = client.batch(commands)
         requests += outcome.requests
-        done = True
-        for k in range(pairs):
-            for key in (f"after{k}", f"same{k}"):
-                if key in outcome.errors:
-                    raise outcome.errors[key]
+        for key in commands:
+            if key in outcome.errors:
+                raise outcome.errors[key]
+        next_mode = "done"
+        pages = len([k for k in commands if k.startswith("same")])
+        for k in range(pages):
             same_rows = rows_of(outcome.results.get(f"same{k}"))
-            after_rows = rows_of(outcome.results.get(f"after{k}"))
             same = sorted(c for c in _changes(same_rows) if c.at == boundary_at and c.id not in seen)
             collected.extend(same)
             seen.update(c.id for c in same)
             if len(same_rows) >= PAGE_SIZE and same:
-                done = False  # more rows at the boundary second: the next request goes on from here
+                next_mode = "second"  # the boundary second has more rows
+                if mode == "second" and k < pages - 1:
+                    continue
                 break
+            if mode == "second":
+                next_mode = "backlog"  # the busy second is exhausted: what comes after it
+                break
+            after_rows = rows_of(outcome.results.get(f"after{k}"))
             after = sorted(c for c in _changes(after_rows) if c.at > boundary_at)
             if not after:
+                next_mode = "done"
                 break
             collected.extend(after)
             last = after[-1]
             boundary, boundary_at = last.last_updated, last.at
             seen = {c.id for c in after if c.at == boundary_at}
-            if len(after_rows) < PAGE_SIZE or len(collected) >= limit:
-                done = len(after_rows) < PAGE_SIZE
+            if len(after_rows) < PAGE_SIZE:
+                next_mode = "done"  # everything after the old boundary is read
                 break
-            if k == pairs - 1:
-                done = False  # every pair was full: another request
-        pairs = CHAIN_PAIRS
+            next_mode = "backlog"  # a full page: more after it
+            if len(collected) >= limit:
+                break
+        mode = next_mode
     capped = len(collected) >= limit
     taken = collected[:limit]
     if not taken:
