@@ -267,6 +267,30 @@ def portal_now(client: BatchClient) -> str:
     return value
 
 
+def start_cursor(client: BatchClient, *, filter: Mapping[str, Any] | None = None) -> PollCursor:
+    """A cursor at the portal's "now" that treats this second's earlier changes as history.
+
+    One request: ``server.time`` and, in the same batch, the IDs already at that second
+    (``=LAST_UPDATED $result[now]``), so a watcher started at 12:00:00.7 does not deliver a change
+    made at 12:00:00.2. (Beyond 50 such IDs, the rest of that second is delivered.)
+    """
+    outcome = client.batch(
+        {
+            "now": ("server.time", {}),
+            "at": _same(dict(filter or {}), ResultRef("now"), {}),
+        }
+    )
+    for key in ("now", "at"):
+        if key in outcome.errors:
+            raise outcome.errors[key]
+    now = outcome.results.get("now")
+    if not isinstance(now, str) or not now:
+        raise Bitrix24ServerError(f"server.time answered {now!r}, not an ISO 8601 time")
+    now_at = parse_instant(now)
+    ids = tuple(sorted(c.id for c in _changes(rows_of(outcome.results.get("at"))) if c.at == now_at))
+    return PollCursor(last_updated=now, ids=ids)
+
+
 class PollFeed:
     """The ``poll`` source as a :class:`~airflow_provider_b24.changes.feed.ChangeFeed`.
 
@@ -292,9 +316,12 @@ class PollFeed:
         self.limit = limit
 
     def start(self) -> dict[str, Any]:
-        """The first state: ``start_from``, or the portal's current second (one request)."""
-        since = self.start_from or portal_now(self.client)
-        return {"source": self.source, **PollCursor(last_updated=since).to_dict()}
+        """The first state: ``start_from``, or the portal's "now" (one request, see :func:`start_cursor`)."""
+        if self.start_from:
+            cursor = PollCursor(last_updated=self.start_from)
+        else:
+            cursor = start_cursor(self.client, filter=self.filter)
+        return {"source": self.source, **cursor.to_dict()}
 
     def poll(self, state: Mapping[str, Any]) -> FeedPoll:
         """One poll from ``state``: events and the state after them (see :class:`FeedPoll`)."""
@@ -325,4 +352,5 @@ __all__ = [
     "parse_instant",
     "poll_changes",
     "portal_now",
+    "start_cursor",
 ]

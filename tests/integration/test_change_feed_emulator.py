@@ -184,13 +184,16 @@ def test_poll_feed_starts_now_and_carries_the_cursor(
 ) -> None:
     emu.store.complete(1)  # before the feed starts: history, never delivered
     clock.now += 1
+    emu.store.complete(6)  # earlier in the second the feed starts: history too
+    emu.stats_reset()
     feed = PollFeed(client)
     state = feed.start()
-    assert state == {"source": "poll", "last_updated": "2026-05-28T23:26:41+03:00", "ids": []}
+    assert state == {"source": "poll", "last_updated": "2026-05-28T23:26:41+03:00", "ids": [6]}
+    assert emu.stats["requests"] == 1  # server.time and this second's IDs, one batch
     assert feed.poll(state).changes == []
     emu.store.complete(2)
     poll = feed.poll(state)
-    assert [c.ids for c in poll.changes] == [[2]] and poll.state["ids"] == [2]
+    assert [c.ids for c in poll.changes] == [[2]] and poll.state["ids"] == [2, 6]
     assert poll.cursor == {"last_updated": "2026-05-28T23:26:41+03:00"}
     assert (
         PollFeed(client, start_from="2026-05-28T23:26:40+03:00")
