@@ -73,8 +73,6 @@ def run_with_events(
     result = DagRunResult(
         dag_id=DAG_ID, returncode=proc.returncode, output=proc.stdout + proc.stderr, db_path=runner.db_path
     )
-    import sqlite3
-
     with sqlite3.connect(runner.db_path) as conn:
         row = conn.execute(
             "SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", (DAG_ID,)
