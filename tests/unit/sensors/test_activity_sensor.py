@@ -404,6 +404,7 @@ def test_deferrable_defers_with_plain_trigger_and_sensor_timeout() -> None:
         "until": "completed",
         "poll_interval": 15.0,
         "select": ["ID", "SUBJECT", "COMPLETED"],
+        "first_poll_delay": None,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert portal.requests == 1
