@@ -27,7 +27,6 @@ seconds (the triggerer restarts a failed watcher at once; the pause keeps it off
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -43,7 +42,7 @@ from airflow_provider_b24.changes.feed import (
     validate_source,
     validate_start_from,
 )
-from airflow_provider_b24.client.errors import Bitrix24ConfigError
+from airflow_provider_b24.exceptions import Bitrix24ConfigError, ErrorOutcome, error_outcome
 from airflow_provider_b24.triggers.change_cursor import CursorStore, choose_store
 
 if TYPE_CHECKING:
@@ -57,39 +56,8 @@ T = TypeVar("T")
 COMMIT_DELAY_S: float = 5.0
 #: Longest wait between attempts after transient errors (seconds).
 MAX_BACKOFF_S: float = 300.0
-#: Seconds to wait past a 429's ``operating_reset_at``.
-OPERATING_RESET_MARGIN_S: float = 1.0
 #: Log at most this many IDs per line.
 _LOG_IDS: Final = 10
-
-
-def _is_permanent(error: BaseException) -> bool:
-    """True for errors that waiting will not fix (auth, scope, access, bad request, bad connection)."""
-    from airflow_provider_b24.client.errors import (
-        Bitrix24AccessDenied,
-        Bitrix24AuthError,
-        Bitrix24BadRequest,
-        Bitrix24Error,
-        Bitrix24NotFound,
-        Bitrix24Overloaded,
-        Bitrix24PortalDeleted,
-    )
-
-    if isinstance(error, Bitrix24Error):
-        if error.retryable:
-            return False
-        return isinstance(
-            error,
-            Bitrix24AuthError
-            | Bitrix24AccessDenied
-            | Bitrix24NotFound
-            | Bitrix24BadRequest
-            | Bitrix24ConfigError
-            | Bitrix24Overloaded
-            | Bitrix24PortalDeleted,
-        )
-    # An unknown connection (AirflowNotFoundException) cannot fix itself either.
-    return type(error).__name__ == "AirflowNotFoundException"
 
 
 def _saver(store: CursorStore, state: dict[str, Any]) -> Callable[[], Awaitable[None]]:
@@ -215,12 +183,12 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
     # -- failure policy -----------------------------------------------------------------------------
 
     def _wait_after(self, error: BaseException, failures: int) -> float:
-        """Seconds before the next attempt: the 429 reset time, else exponential from ``poll_interval``."""
-        from airflow_provider_b24.client.errors import Bitrix24OperationTimeLimit
+        """Seconds before the next attempt: exponential from ``poll_interval`` (capped), or until a
+        429's reset time (:func:`~airflow_provider_b24.exceptions.seconds_until_retry`)."""
+        from airflow_provider_b24.exceptions import seconds_until_retry
 
-        if isinstance(error, Bitrix24OperationTimeLimit) and error.reset_at:
-            return max(self.poll_interval, error.reset_at - time.time() + OPERATING_RESET_MARGIN_S)
-        return min(max(self.poll_interval, MAX_BACKOFF_S), self.poll_interval * 2 ** min(failures - 1, 16))
+        backoff = min(max(self.poll_interval, MAX_BACKOFF_S), self.poll_interval * 2 ** min(failures - 1, 16))
+        return seconds_until_retry(error, backoff)
 
     async def _attempt(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
         """``await func()`` until it succeeds; wait out transient errors, raise permanent ones."""
@@ -231,7 +199,9 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                if _is_permanent(error):
+                # The shared failure policy: only transient Bitrix24 errors are waited out. Permanent
+                # ones and non-Bitrix24 errors (an unknown connection, a bug) end the watcher.
+                if error_outcome(error) is not ErrorOutcome.RETRY:
                     self.log.error(
                         "Bitrix24 change feed (connection %r) cannot %s: %s: %s. Raising in %.0f s.",
                         self.bitrix24_conn_id,

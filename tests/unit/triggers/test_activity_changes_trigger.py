@@ -159,7 +159,7 @@ async def test_airflow_3_1_or_several_assets_fall_back_to_a_variable() -> None:
 @pytest.fixture(autouse=True)
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(activity_changes, "COMMIT_DELAY_S", 0.2)
-    monkeypatch.setattr(activity_changes, "OPERATING_RESET_MARGIN_S", 0.0)
+    monkeypatch.setattr("airflow_provider_b24.client.errors.OPERATING_RESET_MARGIN_S", 0.0)
     monkeypatch.setattr(Bitrix24ActivityChangesTrigger, "permanent_error_pause", 0.0)
 
 
