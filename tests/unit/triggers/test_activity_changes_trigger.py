@@ -58,6 +58,19 @@ def test_serialize_is_exact_and_json_plain() -> None:
     assert BaseEventTrigger.hash(*rebuilt.serialize()) == BaseEventTrigger.hash(classpath, kwargs)
 
 
+def test_the_hash_survives_a_round_trip_through_the_metadata_db() -> None:
+    """The DAG processor compares the hash of the kwargs it stored (encrypted) with the parsed ones;
+    a mismatch would recreate the watcher on every parse (apache/airflow#64625)."""
+    from airflow.models.trigger import Trigger
+
+    trigger = Bitrix24ActivityChangesTrigger(
+        filter={"TYPE_ID": 2, "@OWNER_TYPE_ID": [1, 2], "X": {"a": None}}
+    )
+    classpath, kwargs = trigger.serialize()
+    stored = Trigger._decrypt_kwargs(Trigger(classpath=classpath, kwargs=kwargs).encrypted_kwargs)
+    assert BaseEventTrigger.hash(classpath, stored) == BaseEventTrigger.hash(classpath, kwargs)
+
+
 def test_it_is_accepted_by_an_asset_watcher() -> None:
     trigger = Bitrix24ActivityChangesTrigger(bitrix24_conn_id="bitrix24_default", poll_interval=30.0)
     asset = Asset("bitrix24_activities", watchers=[AssetWatcher(name="b24_changes", trigger=trigger)])
