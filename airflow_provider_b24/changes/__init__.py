@@ -8,26 +8,63 @@ portal's offline event queue (OAuth applications only; deletions included). The 
 
 from __future__ import annotations
 
-from airflow_provider_b24.changes.changeset import MAX_IDS_PER_EVENT, ChangeSet, split_changes
-from airflow_provider_b24.changes.feed import (
-    SOURCES,
-    ChangeFeed,
-    FeedPoll,
-    make_feed,
-    validate_filter,
-    validate_source,
-    validate_start_from,
-)
-from airflow_provider_b24.changes.offline import (
-    OFFLINE_EVENTS,
-    OfflineBatch,
-    OfflineEventsFeed,
-    clear_offline_batches,
-    ensure_offline_handlers,
-    merge_offline_records,
-    reserve_offline_changes,
-)
-from airflow_provider_b24.changes.poll import PollCursor, PollFeed, PollResult, poll_changes, portal_now
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_b24.changes.arguments import (
+        SOURCES,
+        validate_filter,
+        validate_source,
+        validate_start_from,
+    )
+    from airflow_provider_b24.changes.changeset import MAX_IDS_PER_EVENT, ChangeSet, split_changes
+    from airflow_provider_b24.changes.feed import ChangeFeed, FeedPoll, make_feed
+    from airflow_provider_b24.changes.offline import (
+        OFFLINE_EVENTS,
+        OfflineBatch,
+        OfflineEventsFeed,
+        clear_offline_batches,
+        ensure_offline_handlers,
+        merge_offline_records,
+        reserve_offline_changes,
+    )
+    from airflow_provider_b24.changes.poll import PollCursor, PollFeed, PollResult, poll_changes, portal_now
+
+#: Public name -> the module defining it. Imported on first use (PEP 562): the triggerer imports
+#: ``changes.arguments`` on its event loop, which must not pull in the REST client.
+_WHERE = {
+    "SOURCES": "arguments",
+    "validate_filter": "arguments",
+    "validate_source": "arguments",
+    "validate_start_from": "arguments",
+    "MAX_IDS_PER_EVENT": "changeset",
+    "ChangeSet": "changeset",
+    "split_changes": "changeset",
+    "ChangeFeed": "feed",
+    "FeedPoll": "feed",
+    "make_feed": "feed",
+    "OFFLINE_EVENTS": "offline",
+    "OfflineBatch": "offline",
+    "OfflineEventsFeed": "offline",
+    "clear_offline_batches": "offline",
+    "ensure_offline_handlers": "offline",
+    "merge_offline_records": "offline",
+    "reserve_offline_changes": "offline",
+    "PollCursor": "poll",
+    "PollFeed": "poll",
+    "PollResult": "poll",
+    "poll_changes": "poll",
+    "portal_now": "poll",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "MAX_IDS_PER_EVENT",

@@ -35,19 +35,21 @@ from urllib.parse import urlsplit
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from airflow_provider_b24.changes.feed import (
-    FeedPoll,
+from airflow_provider_b24.changes.arguments import (
+    config_error,
     feed_identity,
     validate_filter,
     validate_source,
     validate_start_from,
 )
-from airflow_provider_b24.exceptions import Bitrix24ConfigError, ErrorOutcome, error_outcome
 from airflow_provider_b24.triggers.change_cursor import CursorStore, choose_store
 
 if TYPE_CHECKING:
-    from airflow_provider_b24.changes.feed import ChangeFeed
+    from airflow_provider_b24.changes.feed import ChangeFeed, FeedPoll
     from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+
+# The triggerer imports this module and builds the trigger on its event loop, so the module stays
+# light: the REST client (``requests``), the feeds and the hook are imported in the worker thread.
 
 T = TypeVar("T")
 
@@ -101,22 +103,20 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
         super().__init__()
         # Checked here so a wrong DAG fails when it is parsed, not hours later in the triggerer.
         if not isinstance(bitrix24_conn_id, str) or not bitrix24_conn_id.strip():
-            raise Bitrix24ConfigError(f"bitrix24_conn_id must be a connection ID, got {bitrix24_conn_id!r}")
+            raise config_error(f"bitrix24_conn_id must be a connection ID, got {bitrix24_conn_id!r}")
         if (
             isinstance(poll_interval, bool)
             or not isinstance(poll_interval, int | float)
             or poll_interval <= 0
         ):
-            raise Bitrix24ConfigError(
-                f"poll_interval must be a positive number of seconds, got {poll_interval!r}"
-            )
+            raise config_error(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         self.bitrix24_conn_id = bitrix24_conn_id
         self.poll_interval = float(poll_interval)
         self.source = validate_source(source)
         self.filter = validate_filter(filter)
         self.start_from = validate_start_from(start_from)
         if self.start_from is not None and self.source != "poll":
-            raise Bitrix24ConfigError(
+            raise config_error(
                 "start_from applies to source='poll' only "
                 "(the offline queue starts when the handlers are bound)"
             )
@@ -156,7 +156,7 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
             self._hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
         settings = self._hook.get_settings()
         if self.source == "offline_events" and settings.auth_type != "oauth":
-            raise Bitrix24ConfigError(f"connection {self.bitrix24_conn_id!r}: {WRONG_AUTH_TYPE_HELP}")
+            raise config_error(f"connection {self.bitrix24_conn_id!r}: {WRONG_AUTH_TYPE_HELP}")
         self._portal = urlsplit(settings.portal.base_url).netloc
         self._feed = make_feed(self._hook, source=self.source, filter=self.filter, start_from=self.start_from)
 
@@ -199,6 +199,8 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                from airflow_provider_b24.exceptions import ErrorOutcome, error_outcome  # loaded by now
+
                 # The shared failure policy: only transient Bitrix24 errors are waited out. Permanent
                 # ones and non-Bitrix24 errors (an unknown connection, a bug) end the watcher.
                 if error_outcome(error) is not ErrorOutcome.RETRY:

@@ -399,3 +399,21 @@ async def test_a_large_change_is_split_into_events_of_2500(
     sizes += [len((await run.next()).payload["ids"]) for _ in range(2)]
     assert sizes == [2500, 2500, 500]
     await run.stop()
+
+
+def test_the_triggerer_event_loop_imports_nothing_heavy() -> None:
+    """The triggerer imports the module and builds the trigger on its event loop: no REST client."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow.triggers.base\n"
+        "from airflow_provider_b24.triggers.activity_changes import Bitrix24ActivityChangesTrigger\n"
+        "Bitrix24ActivityChangesTrigger(filter={'TYPE_ID': 2}).serialize()\n"
+        "print(sorted(m for m in ('requests', 'airflow_provider_b24.client', 'airflow_provider_b24.hooks')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
