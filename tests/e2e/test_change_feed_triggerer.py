@@ -35,6 +35,8 @@ pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 POLL_INTERVAL = 1.0
+#: A known Fernet key, so this test can read the Variable Airflow 3.1 writes encrypted.
+FERNET_KEY = "aGVyZS1pcy1hLWZlcm5ldC1rZXktZm9yLXRlc3RzISE="
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float, log: Path | None = None) -> Any:
@@ -107,9 +109,14 @@ class Db:
         for key, value in self.rows("SELECT key, value FROM asset_state_store"):
             if str(key).startswith("bitrix24_changes."):
                 return "asset_state_store", json.loads(value)
-        for key, value in self.rows("SELECT key, val FROM variable"):
+        for key, stored, encrypted in self.rows("SELECT key, val, is_encrypted FROM variable"):
             if str(key).startswith("bitrix24_changes__bitrix24_default__"):
-                return "variable", json.loads(value)
+                text = stored
+                if encrypted:
+                    from cryptography.fernet import Fernet
+
+                    text = Fernet(FERNET_KEY.encode()).decrypt(stored.encode()).decode()
+                return "variable", json.loads(text)
         return None
 
 
@@ -132,6 +139,7 @@ def setup(airflow_runner: AirflowRunner, tmp_path: Path, bitrix24_emulator_facto
             "AIRFLOW_CONN_BITRIX24_DEFAULT": emu.connection_json(),
             "B24_EXAMPLE_CHANGE_POLL_INTERVAL": str(POLL_INTERVAL),
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY,
         },
     )
     triggerer = Triggerer(env, tmp_path / "triggerer.log")
