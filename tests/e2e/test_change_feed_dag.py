@@ -5,7 +5,7 @@
    the events it yields are collected.
 2. Those payloads become asset events of ``bitrix24_activities``, registered as the triggerer does
    (``AssetManager.register_asset_change``), and the example DAG runs with them as its triggering
-   asset events (``tests/e2e/asset_event_run.py``: ``DAG.test()`` on a SQLite metadata DB).
+   asset events (``scripts/run_on_asset_events.py``: ``DAG.test()`` on a SQLite metadata DB).
 3. The run's XComs are checked against numbers computed here from the emulator's wire rows.
 
 The full topology (scheduler, DAG processor, triggerer restarts, PostgreSQL) is the deployment
@@ -37,7 +37,7 @@ from tests.e2e.conftest import AirflowRunner, DagRunResult, base_env
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(__file__).parent / "asset_event_run.py"
+SCRIPT = REPO_ROOT / "scripts" / "run_on_asset_events.py"
 DAG_ID = "b24_on_activity_change"
 
 
@@ -63,7 +63,15 @@ def run_with_events(
         {"AIRFLOW_CONN_BITRIX24_DEFAULT": emu.connection_json(), "B24_EXAMPLE_CHANGE_POLL_INTERVAL": "1"},
     )
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(dags_folder), DAG_ID, "bitrix24_activities", json.dumps(payloads)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(dags_folder),
+            DAG_ID,
+            "bitrix24_activities",
+            "--payloads",
+            json.dumps(payloads),
+        ],
         env=env,
         capture_output=True,
         text=True,
