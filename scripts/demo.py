@@ -476,6 +476,7 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     demo = Demo(work)
+    demo.env.update(demo_change_feed.ENV)  # every parse of the example DAGs registers the same watcher
     try:
         demo.start_emulator()
         demo.prepare_airflow()

@@ -3,8 +3,9 @@
 Used by ``scripts/demo.py`` (:func:`run`, :func:`summary`); it only needs the demo's ``spawn``,
 ``wait``, ``rest``, ``say``, ``emulator_stats``, ``env``, ``home`` and ``logs``.
 
-1. ``airflow dag-processor -n 1`` registers ``dags_examples/b24_on_activity_change.py`` and the
-   watcher of its asset; a real ``airflow triggerer`` runs the watcher's
+1. The watcher of ``dags_examples/b24_on_activity_change.py``'s asset is registered when the DAG
+   files are parsed (``airflow dags test`` syncs them; ``airflow dag-processor -n 1`` if needed); a
+   real ``airflow triggerer`` runs the watcher's
    ``Bitrix24ActivityChangesTrigger`` against the emulator (poll interval 2 s).
 2. Idle polls are counted on the emulator (one HTTP request each).
 3. "A user" completes three open calls and renames another activity (``crm.activity.update``);
@@ -29,6 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "b24_on_activity_change"
 ASSET = "bitrix24_activities"
 POLL_INTERVAL = 2
+#: For every Airflow command of the demo: the DAG files are parsed (and the watcher registered) by
+#: the earlier ``airflow dags test`` runs too, and a watcher whose arguments change between parses
+#: is dropped for one parse cycle by Airflow's DAG processor (see docs/events.md).
+ENV = {"B24_EXAMPLE_CHANGE_POLL_INTERVAL": str(POLL_INTERVAL)}
+IDLE_POLLS = 3
 
 
 def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -78,16 +84,15 @@ def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) ->
         f"event-driven: {DAG_ID} is scheduled on the asset {ASSET!r} "
         "(watched by Bitrix24ActivityChangesTrigger)"
     )
-    # The earlier `airflow dags test` runs parsed the DAG with the default poll interval (30 s). When a
-    # watcher's trigger arguments change, Airflow's DAG processor unlinks the old trigger and drops the
-    # new link in the same pass; the next parse links it. So parse until the watcher is linked.
+    # The `airflow dags test` runs above synced the DAG files, watcher included; parse again only
+    # if the watcher is not linked (a trigger whose arguments changed is linked on the next parse).
     for attempt in range(1, 4):
-        name = f"dag-processor-{attempt}"
-        demo.wait(name, demo.spawn(name, [str(airflow), "dag-processor", "-n", "1"], env), 300)
         if _rows(db, "SELECT trigger_id FROM asset_watcher") or _rows(
             db, "SELECT trigger_id FROM asset_trigger"
         ):
             break
+        name = f"dag-processor-{attempt}"
+        demo.wait(name, demo.spawn(name, [str(airflow), "dag-processor", "-n", "1"], env), 300)
     triggerer = demo.spawn("triggerer", [str(airflow), "triggerer", "--skip-serve-logs"], env)
     try:
         began = time.monotonic()
@@ -97,7 +102,7 @@ def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) ->
             f"its cursor is in {store}"
         )
         before = demo.emulator_stats()
-        time.sleep(5 * POLL_INTERVAL)
+        time.sleep(IDLE_POLLS * POLL_INTERVAL)
         after = demo.emulator_stats()
         idle = None
         if before and after:
@@ -171,7 +176,8 @@ def summary(result: Mapping[str, Any], xcom: Any) -> Iterator[str]:
     yield f"{DAG_ID} (event-driven, asset {ASSET!r}):"
     idle = result["idle"]
     if idle:
-        yield f"  idle: {idle[0]} polls in {5 * POLL_INTERVAL} s, {idle[1]} HTTP requests (one per poll)"
+        window = IDLE_POLLS * POLL_INTERVAL
+        yield f"  idle: {idle[0]} polls in {window} s, {idle[1]} HTTP requests (one per poll)"
     yield (
         f"  changed {result['changed']} -> asset event {result['delay']:.1f} s later "
         f"(poll interval {POLL_INTERVAL} s); cursor kept in {result['store']}"
