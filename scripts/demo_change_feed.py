@@ -62,9 +62,11 @@ def _cursor_stored(db: Path) -> str | None:
     return None
 
 
-def _wait(demo: Any, what: str, predicate: Any, timeout: float, log: str) -> Any:
+def _wait(demo: Any, what: str, predicate: Any, timeout: float, log: str, *, tick: Any = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if tick is not None:
+            tick()
         value = predicate()
         if value:
             return value
@@ -93,10 +95,40 @@ def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) ->
             break
         name = f"dag-processor-{attempt}"
         demo.wait(name, demo.spawn(name, [str(airflow), "dag-processor", "-n", "1"], env), 300)
-    triggerer = demo.spawn("triggerer", [str(airflow), "triggerer", "--skip-serve-logs"], env)
+    # The triggerer reads the connection from the metadata DB, as in production. (An AIRFLOW_CONN_*
+    # variable is resolved in a worker thread, which can crash Airflow 3.1's trigger runner:
+    # apache/airflow#64620, fixed in 3.3; see docs/events.md.)
+    conn = env["AIRFLOW_CONN_BITRIX24_DEFAULT"]
+    demo.wait(
+        "connections-add",
+        demo.spawn(
+            "connections-add",
+            [str(airflow), "connections", "add", "bitrix24_default", "--conn-json", conn],
+            env,
+        ),
+        120,
+    )
+    triggerer_env = {k: v for k, v in env.items() if k != "AIRFLOW_CONN_BITRIX24_DEFAULT"}
+    args = [str(airflow), "triggerer", "--skip-serve-logs"]
+    triggerer = demo.spawn("triggerer", args, triggerer_env)
+    restarts = 0
+
+    def keep_alive() -> None:
+        """Restart the triggerer if it exited, as a process manager would: Airflow 3.1's trigger
+        runner can die with "Response read out of order!" (apache/airflow#64620, fixed in 3.3)."""
+        nonlocal triggerer, restarts
+        if triggerer.poll() is not None and restarts < 3:
+            restarts += 1
+            demo.say(
+                f"  the triggerer exited (code {triggerer.returncode}; apache/airflow#64620?); restarting it"
+            )
+            triggerer = demo.spawn(f"triggerer-{restarts + 1}", args, triggerer_env)
+
     try:
         began = time.monotonic()
-        store = _wait(demo, "the watcher's start", lambda: _cursor_stored(db), 240, "triggerer")
+        store = _wait(
+            demo, "the watcher's start", lambda: _cursor_stored(db), 240, "triggerer", tick=keep_alive
+        )
         demo.say(
             f"  airflow triggerer runs the watcher (after {time.monotonic() - began:.0f} s); "
             f"its cursor is in {store}"
@@ -133,8 +165,9 @@ def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) ->
             demo,
             "an asset event with the changed IDs",
             lambda: set(changed) <= {i for p in _payloads(db) for i in p["ids"]},
-            60,
+            120,
             "triggerer",
+            tick=keep_alive,
         )
         delay = time.monotonic() - changed_at
         demo.say(f"  asset event(s) in the metadata DB {delay:.1f} s after the change: {_payloads(db)}")

@@ -146,14 +146,35 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
 
     # -- sync work (worker thread) ------------------------------------------------------------------
 
-    def _prepare(self) -> None:
-        """Build the hook and the feed (resolving the connection may block: not on the event loop)."""
+    @staticmethod
+    def _import_heavy_modules() -> None:
+        """Import the hook, client and feeds (``requests``...): in a worker thread, off the event loop."""
+        import airflow_provider_b24.changes.feed
+        import airflow_provider_b24.changes.offline
+        import airflow_provider_b24.hooks.bitrix24  # noqa: F401
+
+    async def _prepare(self) -> None:
+        """Resolve the connection and build the hook and the feed, talking to Airflow from the event loop.
+
+        Airflow 3.1.8's triggerer crashes (the whole trigger runner: "Response read out of order!")
+        when a trigger calls the Task SDK synchronously from a worker thread (``get_connection``,
+        ``mask_secret``, ``Variable.get``) while the runner talks to its supervisor
+        (apache/airflow#64620, fixed by apache/airflow#66412 in 3.3). So the connection is fetched with
+        ``aget_connection`` and the settings are read (and their secrets masked) here, on the event
+        loop; the worker thread only does HTTP to Bitrix24.
+        """
+        from airflow.sdk import BaseHook
+
+        await sync_to_async(self._import_heavy_modules, thread_sensitive=False)()
         from airflow_provider_b24.changes.feed import make_feed
         from airflow_provider_b24.changes.offline import WRONG_AUTH_TYPE_HELP
         from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
         if self._hook is None:
-            self._hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
+            connection = await BaseHook.aget_connection(self.bitrix24_conn_id)
+            hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
+            hook.get_connection = lambda conn_id: connection  # type: ignore[method-assign,assignment]
+            self._hook = hook
         settings = self._hook.get_settings()
         if self.source == "offline_events" and settings.auth_type != "oauth":
             raise config_error(f"connection {self.bitrix24_conn_id!r}: {WRONG_AUTH_TYPE_HELP}")
@@ -247,7 +268,7 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll forever; yield one event per ≤ 2,500 changed IDs (never an error event)."""
         try:
-            await self._attempt("read its connection", self._in_thread(self._prepare))
+            await self._attempt("read its connection", self._prepare)
             store = self.cursor_store
             if store is None:
                 store = await choose_store(
