@@ -448,17 +448,17 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     demo = Demo(work)
-    demo.env.update(demo_change_feed.ENV)  # every parse of the example DAGs registers the same watcher
+    demo.home.extra_env.update(demo_change_feed.ENV)  # every parse of the DAGs registers the same watcher
     try:
         demo.start_emulator()
         demo.prepare_airflow()
         by_id = demo.activities_by_id()
         waited = demo.wait_for_completion()
-        changes = demo_change_feed.run(demo, airflow=AIRFLOW, stop_group=stop_group, error=DemoError)
+        changes = demo_change_feed.run(demo, airflow=AIRFLOW, error=DemoError)
         demo.stop()
         for line in summary(by_id, waited, time.monotonic() - demo.started, demo.logs):
             print(line)
-        run = XComReader(changes["db"], demo_change_feed.DAG_ID)
+        run = XComReader(demo.home, demo_change_feed.DAG_ID)
         for line in demo_change_feed.summary(changes, run.xcom):
             print(line)
         return 0

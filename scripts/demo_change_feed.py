@@ -1,7 +1,7 @@
 """``make demo``, event-driven part: the emulator changes activities and a run of the DAG appears.
 
 Used by ``scripts/demo.py`` (:func:`run`, :func:`summary`); it only needs the demo's ``spawn``,
-``wait``, ``rest``, ``say``, ``emulator_stats``, ``env``, ``home`` and ``logs``.
+``wait``, ``rest``, ``say``, ``emulator_stats``, ``home`` (an ``AirflowHome``) and ``logs``.
 
 1. The watcher of ``dags_examples/b24_on_activity_change.py``'s asset is registered when the DAG
    files are parsed (``airflow dags test`` syncs them; ``airflow dag-processor -n 1`` if needed); a
@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from airflow_provider_b24.testing.airflow_home import stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "b24_on_activity_change"
@@ -77,11 +79,11 @@ def _wait(demo: Any, what: str, predicate: Any, timeout: float, log: str, *, tic
     )
 
 
-def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) -> dict[str, Any]:
+def run(demo: Any, *, airflow: Path, error: type[Exception]) -> dict[str, Any]:
     """The event-driven step; returns what :func:`summary` prints. Raises ``error`` when a step fails."""
     demo.demo_error = error
-    db = demo.home / "airflow.db"
-    env = {**demo.env, "B24_EXAMPLE_CHANGE_POLL_INTERVAL": str(POLL_INTERVAL)}
+    db = demo.home.db_path
+    env = demo.home.env(ENV)
     demo.say(
         f"event-driven: {DAG_ID} is scheduled on the asset {ASSET!r} "
         "(watched by Bitrix24ActivityChangesTrigger)"
@@ -172,7 +174,7 @@ def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) ->
         delay = time.monotonic() - changed_at
         demo.say(f"  asset event(s) in the metadata DB {delay:.1f} s after the change: {_payloads(db)}")
     finally:
-        stop_group(triggerer)
+        stop_process_group(triggerer)
     began = time.monotonic()
     demo.say(f"  running {DAG_ID} on those asset events (as the scheduler would)")
     name = f"run-{DAG_ID}"
@@ -199,7 +201,6 @@ def run(demo: Any, *, airflow: Path, stop_group: Any, error: type[Exception]) ->
         "store": store,
         "payloads": _payloads(db),
         "run_took": time.monotonic() - began,
-        "db": db,
     }
 
 

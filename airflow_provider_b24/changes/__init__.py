@@ -19,7 +19,7 @@ if TYPE_CHECKING:
         validate_start_from,
     )
     from airflow_provider_b24.changes.changeset import MAX_IDS_PER_EVENT, ChangeSet, split_changes
-    from airflow_provider_b24.changes.feed import ChangeFeed, FeedPoll, make_feed
+    from airflow_provider_b24.changes.feed import ChangeFeed, FeedPoll
     from airflow_provider_b24.changes.offline import (
         OFFLINE_EVENTS,
         OfflineBatch,
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         reserve_offline_changes,
     )
     from airflow_provider_b24.changes.poll import PollCursor, PollFeed, PollResult, poll_changes, portal_now
+    from airflow_provider_b24.changes.sources import make_feed
 
 #: Public name -> the module defining it. Imported on first use (PEP 562): the triggerer imports
 #: ``changes.arguments`` on its event loop, which must not pull in the REST client.
@@ -43,7 +44,7 @@ _WHERE = {
     "split_changes": "changeset",
     "ChangeFeed": "feed",
     "FeedPoll": "feed",
-    "make_feed": "feed",
+    "make_feed": "sources",
     "OFFLINE_EVENTS": "offline",
     "OfflineBatch": "offline",
     "OfflineEventsFeed": "offline",

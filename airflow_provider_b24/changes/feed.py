@@ -23,7 +23,7 @@ from airflow_provider_b24.changes.arguments import (
     validate_source,
     validate_start_from,
 )
-from airflow_provider_b24.changes.changeset import MAX_IDS_PER_EVENT, ChangeSet
+from airflow_provider_b24.changes.changeset import ChangeSet
 
 
 @dataclass
@@ -60,29 +60,11 @@ class ChangeFeed(Protocol):
     def commit(self, poll: FeedPoll) -> int: ...
 
 
-def make_feed(
-    client: Any,
-    *,
-    source: str,
-    filter: Mapping[str, Any] | None = None,
-    start_from: str | None = None,
-    limit: int = MAX_IDS_PER_EVENT,
-) -> ChangeFeed:
-    """The feed for ``source`` over ``client`` (a hook or a client)."""
-    from airflow_provider_b24.changes.offline import OfflineEventsFeed
-    from airflow_provider_b24.changes.poll import PollFeed
-
-    if validate_source(source) == "poll":
-        return PollFeed(client, filter=filter, start_from=start_from, limit=limit)
-    return OfflineEventsFeed(client, filter=filter, limit=limit)
-
-
 __all__ = [
     "SOURCES",
     "ChangeFeed",
     "FeedPoll",
     "feed_identity",
-    "make_feed",
     "validate_filter",
     "validate_source",
     "validate_start_from",

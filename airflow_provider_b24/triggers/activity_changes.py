@@ -149,8 +149,7 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
     @staticmethod
     def _import_heavy_modules() -> None:
         """Import the hook, client and feeds (``requests``...): in a worker thread, off the event loop."""
-        import airflow_provider_b24.changes.feed
-        import airflow_provider_b24.changes.offline
+        import airflow_provider_b24.changes.sources
         import airflow_provider_b24.hooks.bitrix24  # noqa: F401
 
     async def _prepare(self) -> None:
@@ -166,8 +165,8 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
         from airflow.sdk import BaseHook
 
         await sync_to_async(self._import_heavy_modules, thread_sensitive=False)()
-        from airflow_provider_b24.changes.feed import make_feed
         from airflow_provider_b24.changes.offline import WRONG_AUTH_TYPE_HELP
+        from airflow_provider_b24.changes.sources import make_feed
         from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
         if self._hook is None:

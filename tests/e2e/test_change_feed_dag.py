@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.triggers import activity_changes
 from airflow_provider_b24.triggers.activity_changes import Bitrix24ActivityChangesTrigger
 from airflow_provider_b24.triggers.change_cursor import MemoryCursorStore
-from tests.e2e.conftest import AirflowRunner, DagRunResult, base_env
+from tests.e2e.harness import AirflowRunner, DagRunResult
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +56,12 @@ def emu(bitrix24_emulator_factory: Any) -> Bitrix24Emulator:
 def run_with_events(
     runner: AirflowRunner, dags_folder: Path, emu: Bitrix24Emulator, payloads: list[dict[str, Any]]
 ) -> DagRunResult:
-    env = base_env(
-        runner.home,
-        dags_folder,
-        {"AIRFLOW_CONN_BITRIX24_DEFAULT": emu.connection_json(), "B24_EXAMPLE_CHANGE_POLL_INTERVAL": "1"},
+    env = runner.env(
+        {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW_CONN_BITRIX24_DEFAULT": emu.connection_json(),
+            "B24_EXAMPLE_CHANGE_POLL_INTERVAL": "1",
+        }
     )
     proc = subprocess.run(
         [
@@ -79,27 +80,30 @@ def run_with_events(
         check=False,
     )
     result = DagRunResult(
-        dag_id=DAG_ID, returncode=proc.returncode, output=proc.stdout + proc.stderr, db_path=runner.db_path
+        home=runner, dag_id=DAG_ID, returncode=proc.returncode, output=proc.stdout + proc.stderr
     )
-    with sqlite3.connect(runner.db_path) as conn:
-        row = conn.execute(
-            "SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", (DAG_ID,)
-        ).fetchone()
-        assert row, result.output[-3000:]
-        result.run_id, result.state = row
-        result.task_states = {
-            (t, int(m)): s
-            for t, m, s in conn.execute(
-                "SELECT task_id, map_index, state FROM task_instance WHERE dag_id=? AND run_id=?",
-                (DAG_ID, result.run_id),
-            )
-        }
-        result.asset_events = conn.execute(  # type: ignore[attr-defined]
-            "SELECT e.extra FROM asset_event e JOIN dagrun_asset_event d ON d.event_id = e.id "
-            "JOIN dag_run r ON r.id = d.dag_run_id WHERE r.run_id = ?",
-            (result.run_id,),
-        ).fetchall()
+    runs = runner.rows("SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", DAG_ID)
+    assert runs, result.output[-3000:]
+    result.run_id, result.state = runs[0]
+    result.task_states = {
+        (t, int(m)): st
+        for t, m, st in runner.rows(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id=? AND run_id=?",
+            DAG_ID,
+            result.run_id,
+        )
+    }
     return result
+
+
+def consumed_payloads(runner: AirflowRunner, run_id: str | None) -> list[dict[str, Any]]:
+    """The payloads of the asset events a run consumed (``dagrun_asset_event``)."""
+    rows = runner.rows(
+        "SELECT e.extra FROM asset_event e JOIN dagrun_asset_event d ON d.event_id = e.id "
+        "JOIN dag_run r ON r.id = d.dag_run_id WHERE r.run_id = ? ORDER BY e.id",
+        run_id,
+    )
+    return [json.loads(extra)["payload"] for (extra,) in rows]
 
 
 async def collect_events(
@@ -174,7 +178,7 @@ def test_changed_activities_reach_a_run_of_the_example_dag(
         ("fetch_activities", -1): "success",
         ("completed_calls", -1): "success",
     }
-    assert [json.loads(e[0])["payload"] for e in result.asset_events] == payloads  # type: ignore[attr-defined]
+    assert consumed_payloads(airflow_runner, result.run_id) == payloads
     assert result.xcom("changed_ids") == changed
     fetched = result.xcom("fetch_activities")
     assert [a["ID"] for a in fetched] == changed

@@ -19,7 +19,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,12 +27,12 @@ from typing import Any
 import pytest
 
 from airflow_provider_b24.testing import Bitrix24Emulator
-from tests.e2e.conftest import AirflowRunner, base_env
+from airflow_provider_b24.testing.airflow_home import airflow_executable
+from tests.e2e.harness import AirflowRunner
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 POLL_INTERVAL = 1.0
 #: A known Fernet key, so this test can read the Variable Airflow 3.1 writes encrypted.
 FERNET_KEY = "aGVyZS1pcy1hLWZlcm5ldC1rZXktZm9yLXRlc3RzISE="
@@ -76,7 +75,7 @@ class Triggerer:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [AIRFLOW, "triggerer", "--skip-serve-logs"],
+                [airflow_executable(), "triggerer", "--skip-serve-logs"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -155,14 +154,12 @@ def setup(airflow_runner: AirflowRunner, tmp_path: Path, bitrix24_emulator_facto
         "connections", "add", "bitrix24_default", "--conn-json", emu.connection_json(), env=extra
     )
     assert added.returncode == 0, added.stdout[-2000:] + added.stderr[-2000:]
-    env = base_env(
-        airflow_runner.home,
-        dags,
+    env = airflow_runner.env(
         {
-            "B24_EXAMPLE_CHANGE_POLL_INTERVAL": str(POLL_INTERVAL),
+            **extra,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY,
-        },
+        }
     )
     triggerer = Triggerer(env, tmp_path / "triggerer.log")
     try:
@@ -175,7 +172,7 @@ def test_three_waves_with_a_triggerer_restart(setup: Any) -> None:
     emu, env, triggerer, db, _tmp = setup
     emu.store.complete(1)  # before the watcher exists: history
     parsed = subprocess.run(
-        [AIRFLOW, "dag-processor", "-n", "1"],
+        [airflow_executable(), "dag-processor", "-n", "1"],
         env=env,
         capture_output=True,
         text=True,
