@@ -280,14 +280,15 @@ def start_cursor(client: BatchClient, *, filter: Mapping[str, Any] | None = None
             "at": _same(dict(filter or {}), ResultRef("now"), {}),
         }
     )
-    for key in ("now", "at"):
-        if key in outcome.errors:
-            raise outcome.errors[key]
+    if "now" in outcome.errors:
+        raise outcome.errors["now"]
     now = outcome.results.get("now")
     if not isinstance(now, str) or not now:
         raise Bitrix24ServerError(f"server.time answered {now!r}, not an ISO 8601 time")
     now_at = parse_instant(now)
-    ids = tuple(sorted(c.id for c in _changes(rows_of(outcome.results.get("at"))) if c.at == now_at))
+    ids: tuple[int, ...] = ()
+    if "at" not in outcome.errors:  # a portal that refuses the reference: start at "now" without the IDs
+        ids = tuple(sorted(c.id for c in _changes(rows_of(outcome.results.get("at"))) if c.at == now_at))
     return PollCursor(last_updated=now, ids=ids)
 
 
