@@ -56,6 +56,8 @@ T = TypeVar("T")
 #: Seconds between yielding an event and moving the durable cursor past it: the triggerer sends
 #: events to its supervisor about once a second, which then writes them to the metadata DB.
 COMMIT_DELAY_S: float = 5.0
+#: A summary line (polls, HTTP requests, IDs delivered) every this many polls.
+STATS_EVERY_POLLS: int = 20
 #: Longest wait between attempts after transient errors (seconds).
 MAX_BACKOFF_S: float = 300.0
 #: Log at most this many IDs per line.
@@ -125,6 +127,7 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
         self._hook: Bitrix24Hook | None = None
         self._feed: ChangeFeed | None = None
         self._portal = ""
+        self._stats = [0, 0, 0]  # polls, HTTP requests, IDs since the last summary line
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and JSON-plain kwargs (the watcher's identity: keep them stable)."""
@@ -252,6 +255,19 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
 
     # -- the loop ------------------------------------------------------------------------------------
 
+    def _count(self, poll: FeedPoll) -> None:
+        """Every :data:`STATS_EVERY_POLLS` polls, one log line: polls, HTTP requests, IDs delivered."""
+        stats = self._stats
+        stats[0] += 1
+        stats[1] += poll.requests
+        stats[2] += sum(len(c) for c in poll.changes)
+        if stats[0] >= STATS_EVERY_POLLS:
+            self.log.info(
+                "Bitrix24 change feed: %d polls, %d HTTP requests, %d changed or deleted IDs delivered",
+                *stats,
+            )
+            self._stats = [0, 0, 0]
+
     async def _initial_state(self, store: CursorStore) -> dict[str, Any]:
         stored = await self._attempt("read its cursor", store.load)
         if stored is not None and stored.get("source") == self.source:
@@ -291,6 +307,7 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
                     await self._attempt("store its cursor", _saver(store, done.state))
                     unconfirmed.popleft()
                 poll = await self._attempt("poll", self._in_thread(self._poll, state))
+                self._count(poll)
                 if poll.reserved is not None:
                     await self._attempt("store its reservations", _saver(store, poll.reserved))
                 for changes in poll.changes:

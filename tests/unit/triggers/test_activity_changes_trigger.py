@@ -172,6 +172,7 @@ async def test_airflow_3_1_or_several_assets_fall_back_to_a_variable() -> None:
 @pytest.fixture(autouse=True)
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(activity_changes, "COMMIT_DELAY_S", 0.2)
+    monkeypatch.setattr(activity_changes, "STATS_EVERY_POLLS", 10_000)
     monkeypatch.setattr("airflow_provider_b24.client.errors.OPERATING_RESET_MARGIN_S", 0.0)
     monkeypatch.setattr(Bitrix24ActivityChangesTrigger, "permanent_error_pause", 0.0)
 
@@ -263,6 +264,7 @@ async def test_changes_become_events_and_idle_polls_are_one_request_each(
     stats = emu.stats
     assert stats["requests"] >= 3 and stats["methods"] == {"batch": stats["requests"]}
     assert stats["batch_commands"] == 2 * stats["requests"]
+    assert trigger._stats[0] == trigger._stats[1] > 0  # the summary line's counters: 1 request per poll
     await run.stop()
 
 
