@@ -153,7 +153,11 @@ def _first_pair(base_filter: Mapping[str, Any], boundary: str, seen: set[int]) -
     if len(seen) > EXCLUDE_MAX:
         extra[">ID"] = max(seen)
     elif seen:
-        extra["!@ID"] = sorted(seen)
+        # The user's own exclusions stay (a ">ID" needs no merging: every seen ID already satisfies it).
+        user_excluded = base_filter.get("!@ID") or []
+        if not isinstance(user_excluded, list):
+            user_excluded = [user_excluded]
+        extra["!@ID"] = sorted(seen | {int(i) for i in user_excluded})
     return {"after0": _after(base_filter, boundary), "same0": _same(base_filter, boundary, extra)}
 
 

@@ -324,3 +324,16 @@ def test_random_interleavings_deliver_every_version_once(bitrix24_emulator_facto
             if r["LAST_UPDATED"] >= "2026-05-28T23:26:40+03:00"
         }
         assert changed <= set(delivered), f"missed: {sorted(changed - set(delivered))[:10]}"
+
+
+def test_the_users_own_id_exclusions_survive_the_boundary_exclusions(
+    client: Bitrix24Client, emu: Bitrix24Emulator
+) -> None:
+    cursor = _now_cursor(client)
+    for activity_id in (3, 4, 5):
+        emu.store.complete(activity_id)
+    first = poll_changes(client, cursor, filter={"!@ID": [4]})
+    assert first.ids == [3, 5]
+    emu.store.complete(6)
+    emu.store.complete(4)  # same second, excluded by the user's filter: still excluded
+    assert poll_changes(client, first.cursor, filter={"!@ID": [4]}).ids == [6]
