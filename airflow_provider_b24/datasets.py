@@ -61,6 +61,8 @@ _WRITE_ACTIONS: Final = frozenset({"add", "update", "delete", "set"})
 _METHOD: Final = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 #: Where a Jinja template starts in a templated path.
 _JINJA: Final = re.compile(r"{{|{%|{#")
+#: Type words of JSON objects (``SETTINGS``, ``COMMUNICATIONS[].ENTITY_SETTINGS``...).
+_OBJECT_TYPES: Final = frozenset({"object", "communication_entity_settings"})
 #: URL schemes OpenLineage spells differently from fsspec / Airflow.
 _SCHEME_ALIASES: Final = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
 
@@ -184,7 +186,7 @@ def activity_fields(select: Iterable[str]) -> list[SchemaField]:
 
 
 def _written_type(type_word: str | None, name: str, format: str) -> str:
-    if name in MULTIPLE_FIELDS or type_word == "object":
+    if name in MULTIPLE_FIELDS or type_word in _OBJECT_TYPES:
         if format == "jsonl":
             return "array" if name in MULTIPLE_FIELDS else "object"
         return "string"  # JSON text in a CSV cell or a parquet string column
@@ -204,7 +206,10 @@ def written_fields(select: Iterable[str], format: str) -> list[SchemaField]:
     """
     fields = []
     for source in activity_fields(select):
-        nested = source.fields if format == "jsonl" else ()
+        nested = tuple(
+            SchemaField(child.name, _written_type(child.type, child.name, format))
+            for child in (source.fields if format == "jsonl" else ())
+        )
         fields.append(SchemaField(source.name, _written_type(source.type, source.name, format), nested))
     return fields
 
