@@ -142,7 +142,11 @@ async def _first(trigger: Any) -> Any:
 def test_export_reports_input_and_the_file(emu: Bitrix24Emulator, tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"out.{fmt}"
     op = Bitrix24ExportActivitiesOperator(
-        task_id="export", path=str(path), format=fmt, select=["SUBJECT", "DEADLINE", "COMMUNICATIONS"], **WINDOW
+        task_id="export",
+        path=str(path),
+        format=fmt,
+        select=["SUBJECT", "DEADLINE", "COMMUNICATIONS"],
+        **WINDOW,
     )
     summary = op.execute({})  # type: ignore[arg-type]
     assert summary["rows"] > 0

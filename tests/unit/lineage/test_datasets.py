@@ -31,7 +31,10 @@ from airflow_provider_b24.datasets import (
         ("http://crm.local:80", "bitrix24://crm.local"),
         ("https://[::1]:9000", "bitrix24://[::1]:9000"),
         # Whatever else a URL holds, only the authority is kept: never a webhook path or user info.
-        ("https://1:s3cr3tc0de@example.bitrix24.com/rest/1/s3cr3tc0de/?auth=t0ken", "bitrix24://example.bitrix24.com"),
+        (
+            "https://1:s3cr3tc0de@example.bitrix24.com/rest/1/s3cr3tc0de/?auth=t0ken",
+            "bitrix24://example.bitrix24.com",
+        ),
     ],
 )
 def test_portal_namespace_is_the_host_only(portal: str, namespace: str) -> None:
