@@ -42,7 +42,7 @@ def completed(events: Path) -> dict[str, dict[str, Any]]:
     found = {}
     for line in events.read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
-        dag_id, _, task_id = event["job"]["name"].partition(".")
+        task_id = event["job"]["name"].partition(".")[2]
         if event["eventType"] == "COMPLETE" and task_id:
             found[task_id] = event
     return found
