@@ -74,6 +74,8 @@ class Bitrix24Hook(BaseHook):
 
     Nothing is read or sent in ``__init__``; the client is built on first use and reused (one HTTP
     session, keep-alive). Rotated OAuth tokens are kept in the Variable ``bitrix24_token__<conn_id>``.
+    Reads and writes are reported to Airflow's hook-lineage collector as ``bitrix24://<portal
+    host>/<entity>`` assets, once per hook and entity (``docs/lineage.md``).
 
     :param bitrix24_conn_id: the Airflow connection of type ``bitrix24``.
     """

@@ -171,6 +171,7 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
                 validate_format(self.format)
                 target = self._resolve_path()
                 client = self.hook.get_conn()
+                self._lineage_read = read_by(self.hook, self.select)  # rows: known at the end
                 result = export_activities(
                     client,
                     updated_from=self.updated_from,

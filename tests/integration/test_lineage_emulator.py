@@ -83,7 +83,7 @@ def test_default_select_is_the_documented_star_set(emu: Bitrix24Emulator) -> Non
 
 
 def test_a_failed_read_names_the_input_without_a_row_count(
-    emu: Bitrix24Emulator, monkeypatch: pytest.MonkeyPatch
+    emu: Bitrix24Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     conn = emu.connection()
     conn["password"] = "wrongcode"  # the portal answers 401: nothing is read
@@ -95,6 +95,15 @@ def test_a_failed_read_names_the_input_without_a_row_count(
     (read,) = as_json(op.get_openlineage_facets_on_complete(None))  # OpenLineage's on-failure too
     assert (read["namespace"], read["name"]) == (namespace_of(emu), "crm.activity")
     assert "inputStatistics" not in read.get("inputFacets", {})
+
+    export = Bitrix24ExportActivitiesOperator(task_id="export", path=str(tmp_path / "a.jsonl"), **WINDOW)
+    with pytest.raises(AirflowFailException):
+        export.execute({})  # type: ignore[arg-type]
+    lineage = export.get_openlineage_facets_on_complete(None)
+    assert lineage.outputs == []  # nothing was written
+    (read,) = as_json(lineage)
+    assert read["name"] == "crm.activity" and "inputStatistics" not in read.get("inputFacets", {})
+    assert list(tmp_path.iterdir()) == []
 
     missing = Bitrix24GetActivitiesOperator(task_id="get", activity_ids=[1, 999_999])
     monkeypatch.setenv("AIRFLOW_CONN_BITRIX24_DEFAULT", json.dumps(emu.connection()))
