@@ -153,7 +153,23 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.sensors.activity"]}
         ],
         "triggers": [
-            {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.triggers.activity"]}
+            {
+                "integration-name": "Bitrix24",
+                "python-modules": [
+                    "airflow_provider_b24.triggers.activity",
+                    "airflow_provider_b24.triggers.activity_changes",
+                ],
+            }
+        ],
+        # The hook reports bitrix24://<portal host>/<dataset> assets (docs/lineage.md): Airflow
+        # normalises them with the handler and OpenLineage turns them into datasets with the converter.
+        "asset-uris": [
+            {
+                "schemes": ["bitrix24"],
+                "handler": "airflow_provider_b24.lineage.sanitize_uri",
+                "factory": "airflow_provider_b24.lineage.create_asset",
+                "to_openlineage_converter": "airflow_provider_b24.lineage.convert_asset_to_openlineage",
+            }
         ],
         "connection-types": [
             {

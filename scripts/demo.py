@@ -7,7 +7,9 @@
 3. ``airflow dags test b24_activities_by_id`` with 3,000 existing IDs plus 2 that do not exist.
 4. ``airflow dags test b24_wait_for_completion`` on an open call; once the sensor has deferred, the
    demo completes the call the way a user would (``crm.activity.update`` with ``COMPLETED=Y``).
-5. Prints what happened: activities fetched, HTTP requests served, typed rows, the report's path.
+5. Event-driven (``scripts/demo_change_feed.py``): a real ``airflow triggerer`` runs the asset watcher of
+   ``b24_on_activity_change``; the demo changes activities and the DAG runs on the resulting asset event.
+6. Prints what happened: activities fetched, HTTP requests served, typed rows, the report's path.
 
 Everything lives in ``.demo/`` (override with ``B24_DEMO_DIR``); ``make clean`` removes it. Exits 0 on
 success, 1 with a message and the tail of the failing command's log otherwise. Every process it starts
@@ -30,6 +32,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import demo_change_feed  # scripts/ is on sys.path when this file runs as a script
 import requests
 
 from airflow_provider_b24.testing.airflow_home import AirflowHome, airflow_executable, stop_process_group
@@ -445,13 +448,18 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     demo = Demo(work)
+    demo.home.extra_env.update(demo_change_feed.ENV)  # every parse of the DAGs registers the same watcher
     try:
         demo.start_emulator()
         demo.prepare_airflow()
         by_id = demo.activities_by_id()
         waited = demo.wait_for_completion()
+        changes = demo_change_feed.run(demo, airflow=AIRFLOW, error=DemoError)
         demo.stop()
         for line in summary(by_id, waited, time.monotonic() - demo.started, demo.logs):
+            print(line)
+        run = XComReader(demo.home, demo_change_feed.DAG_ID)
+        for line in demo_change_feed.summary(changes, run.xcom):
             print(line)
         return 0
     except DemoError as exc:

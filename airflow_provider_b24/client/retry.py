@@ -33,6 +33,9 @@ READ_METHODS = frozenset(
     }
 )
 _READ_SUFFIXES = ("get", "list", "fields")
+#: Named like reads but not: ``event.offline.get`` deletes (``clear=1``) or reserves (``clear=0``)
+#: the records it returns, so a repeat after a lost answer would lose or strand them.
+NOT_READ_METHODS = frozenset({"event.offline.get"})
 
 
 def is_read_method(method: str) -> bool:
@@ -40,6 +43,8 @@ def is_read_method(method: str) -> bool:
     name = method.strip().lower()
     if name.endswith(".json"):
         name = name[: -len(".json")]
+    if name in NOT_READ_METHODS:
+        return False
     if name in READ_METHODS:
         return True
     last = name.rsplit(".", 1)[-1]
@@ -57,4 +62,4 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
     return max(0.0, raw * rng.uniform(0.8, 1.2))
 
 
-__all__ = ["READ_METHODS", "backoff_delay", "is_read_batch", "is_read_method"]
+__all__ = ["NOT_READ_METHODS", "READ_METHODS", "backoff_delay", "is_read_batch", "is_read_method"]

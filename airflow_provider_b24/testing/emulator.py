@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_b24.testing.datagen import populate
+from airflow_provider_b24.testing.events import EventHub
 from airflow_provider_b24.testing.faults import FaultSet
 from airflow_provider_b24.testing.portal import Portal, PortalConfig
 from airflow_provider_b24.testing.server import EmulatorServer, serve_in_thread
@@ -55,6 +56,8 @@ class Bitrix24Emulator:
         clock: time source for tokens, limits and LAST_UPDATED (tests can pass a fake).
         not_found_message: the legacy not-found text ("Not found"; the docs also show
             "Activity is not found").
+        offline_extended: the plan feature ``rest_offline_extended``: ``event.offline.get`` with
+            ``clear=0`` (reserve, confirm later); False answers it with 403 ``WRONG_LICENSE``.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Bitrix24Emulator:
         enforce_https: bool | None = None,
         clock: Callable[[], float] = time.time,
         not_found_message: str = "Not found",
+        offline_extended: bool = True,
         verbose: bool = False,
     ) -> None:
         if isinstance(scopes, str):
@@ -108,6 +112,7 @@ class Bitrix24Emulator:
             seed=seed,
             member_id=digest[:32],
             not_found_message=not_found_message,
+            offline_extended=offline_extended,
         )
         self.tls = tls
         self.host = host
@@ -303,6 +308,11 @@ class Bitrix24Emulator:
     def faults(self) -> FaultSet:
         """Fault injection: ``emu.faults.add(kind, method=None, times=1, **opts)``."""
         return self.portal.faults
+
+    @property
+    def events(self) -> EventHub:
+        """Event bindings and offline queues (``event.bind``, ``event.offline.*``; see ``testing.events``)."""
+        return self.portal.events
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class Env:
     auth_kind: str
     client_id: str
     not_found: str = "Not found"
+    events: Any = None  # the portal's testing.events.EventHub (event.* methods)
 
 
 Handler = Callable[[Env, Mapping[str, Any]], MethodResult]

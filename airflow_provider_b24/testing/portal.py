@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow_provider_b24.testing.auth import AuthResult, OAuthState, TokenStatus
 from airflow_provider_b24.testing.batch import run_batch
 from airflow_provider_b24.testing.errors import ApiError
+from airflow_provider_b24.testing.events import EVENT_HANDLERS, EventHub
 from airflow_provider_b24.testing.faults import Fault, FaultKind, FaultSet
 from airflow_provider_b24.testing.limits import LeakyBucket, OperatingMeter
 from airflow_provider_b24.testing.methods import HANDLERS, Env, MethodResult, scope_of
@@ -53,7 +54,11 @@ class PortalConfig:
     seed: int = 1
     member_id: str = ""
     not_found_message: str = "Not found"
+    offline_extended: bool = True  # plan feature rest_offline_extended (event.offline.get clear=0)
 
+
+#: Every REST method the portal answers (CRM and portal methods, then the event.* family).
+ALL_HANDLERS = {**HANDLERS, **EVENT_HANDLERS}
 
 _HTML_FAULTS = {
     FaultKind.HTTP_500_HTML: (500, "Internal Server Error"),
@@ -98,6 +103,10 @@ class Portal:
             clock=clock,
             seed=config.seed,
         )
+        self.events = EventHub(
+            clock=store.clock, tz=store.tz, scopes=config.scopes, offline_extended=config.offline_extended
+        )
+        store.listeners.append(self.events.on_change)
 
     # ------------------------------------------------------------------ entry point
     def handle(self, request: HttpRequest) -> HttpResponse:
@@ -283,10 +292,11 @@ class Portal:
             auth_kind=auth.kind,
             client_id=self.config.client_id,
             not_found=self.config.not_found_message,
+            events=self.events,
         )
 
     def _execute(self, method: str, params: Mapping[str, Any], auth: AuthResult, env: Env) -> MethodResult:
-        handler = HANDLERS.get(method)
+        handler = ALL_HANDLERS.get(method)
         if handler is None:
             raise ApiError.method_not_found()
         needed = scope_of(method)
@@ -346,7 +356,7 @@ class Portal:
             if not self.bucket.try_acquire():
                 stats.add("rejected_rate_limit")
                 raise ApiError.query_limit()
-            if method != "batch" and method not in HANDLERS:
+            if method != "batch" and method not in ALL_HANDLERS:
                 raise ApiError.method_not_found()
             needed = scope_of(method)
             if needed is not None and needed not in auth.scopes:

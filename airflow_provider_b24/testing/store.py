@@ -6,9 +6,9 @@ sorted (list + bisect) for keyset pages. Every write bumps ``LAST_UPDATED`` to t
 current whole second, like the portal does.
 
 Public API (``emu.store``): ``add(fields) -> id``, ``update(id, fields)``, ``complete(id)``,
-``delete(id)``, ``get(id)``, ``ids()``, ``len()``, ``set_hidden(id)`` (the webhook user may not
-see it: ``get`` says ``Access denied.``, ``list`` omits it), ``touch(id, at)``, ``save(path)``,
-``load(path)``.
+``delete(id)`` (each also tells ``listeners``, e.g. the offline event queue), ``get(id)``, ``ids()``,
+``len()``, ``set_hidden(id)`` (the webhook user may not see it: ``get`` says ``Access denied.``,
+``list`` omits it), ``touch(id, at)``, ``save(path)``, ``load(path)``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ class ActivityStore:
         self.version = 0
         self.order_cache: Any = None  # owned by query.run_list
         self.default_user_id = "1"
+        #: Called as ``listener(event_name, activity_id, user_id)`` after every add/update/touch/delete
+        #: (not while loading fixtures); the event queue (``testing.events``) registers here.
+        self.listeners: list[Callable[[str, int, str], None]] = []
+        self._quiet = False
 
     # ----------------------------------------------------------------- reading
     def __len__(self) -> int:
@@ -154,6 +158,12 @@ class ActivityStore:
             yield activity_id, {**self._rows[activity_id], **self._extra[activity_id]}
 
     # ----------------------------------------------------------------- writing
+    def _notify(self, event_name: str, activity_id: int, user_id: Any) -> None:
+        if self._quiet:
+            return
+        for listener in list(self.listeners):
+            listener(event_name, activity_id, str(user_id or self.default_user_id))
+
     def set_hidden(self, activity_id: int, hidden: bool = True) -> None:
         """Mark an activity as invisible to the API user (``Access denied.``)."""
         with self.lock:
@@ -228,6 +238,7 @@ class ActivityStore:
             else:
                 bisect.insort(self._sorted, activity_id)
             self.version += 1
+            self._notify("ONCRMACTIVITYADD", activity_id, row.get("AUTHOR_ID"))
             return activity_id
 
     def add_many(self, rows: Iterable[tuple[Row, Row, dict[str, float | None]]]) -> None:
@@ -259,6 +270,7 @@ class ActivityStore:
             self._derive(row, ts)
             self._put(activity_id, row, ts)
             self.version += 1
+            self._notify("ONCRMACTIVITYUPDATE", activity_id, row.get("EDITOR_ID"))
 
     def complete(self, activity_id: int) -> None:
         """Mark an activity completed (``COMPLETED=Y``, ``STATUS=2``); bumps LAST_UPDATED."""
@@ -275,6 +287,7 @@ class ActivityStore:
             self._rows[activity_id] = row
             self._ts[activity_id] = ts
             self.version += 1
+            self._notify("ONCRMACTIVITYUPDATE", activity_id, row.get("EDITOR_ID"))
 
     def delete(self, activity_id: int) -> None:
         """Remove an activity."""
@@ -287,6 +300,7 @@ class ActivityStore:
             index = bisect.bisect_left(self._sorted, activity_id)
             del self._sorted[index]
             self.version += 1
+            self._notify("ONCRMACTIVITYDELETE", activity_id, None)
 
     def clear(self) -> None:
         """Remove everything."""
@@ -325,10 +339,14 @@ class ActivityStore:
         hidden = data.get("hidden", []) if isinstance(data, Mapping) else []
         with self.lock:
             self.clear()
-            for raw in rows:
-                fields = dict(raw)
-                activity_id = _to_int_str(fields.pop("ID", None))
-                self.add(fields, activity_id=int(activity_id) if activity_id else None)
+            self._quiet = True  # a fixture is the portal's starting state, not a stream of changes
+            try:
+                for raw in rows:
+                    fields = dict(raw)
+                    activity_id = _to_int_str(fields.pop("ID", None))
+                    self.add(fields, activity_id=int(activity_id) if activity_id else None)
+            finally:
+                self._quiet = False
             for activity_id in hidden:
                 self._hidden.add(int(activity_id))
 

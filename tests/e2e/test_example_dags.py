@@ -350,6 +350,9 @@ def test_demo_script(tmp_path: Path) -> None:
     assert header.group(1).split()[:4] == ["int", "int", "bool", "int"]
     assert "DateTime" in header.group(1)
     assert "b24_wait_for_completion: success" in out
+    assert re.search(r"idle: (\d+) polls in \d+ s, \1 HTTP requests \(one per poll\)", out), out[-3000:]
+    calls = re.search(r"completed_calls: \{'changed': 4, 'completed_calls': \[\d+, \d+, \d+\]", out)
+    assert calls, out[-3000:]
     report = re.search(r"report: (\S+report\.csv)", out)
     assert report, out[-3000:]
     report_path = tmp_path / report.group(1)  # printed relative to the demo's working directory

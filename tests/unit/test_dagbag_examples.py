@@ -30,6 +30,7 @@ EXPECTED_TASKS = {
     },
     "b24_wait_for_completion": {"wait_for_call", "follow_up"},
     "b24_mapped_fetch": {"chunk_ids", "fetch_chunk", "combine"},
+    "b24_on_activity_change": {"changed_ids", "fetch_activities", "completed_calls"},
 }
 
 Loaded = tuple[Any, list[warnings.WarningMessage]]
