@@ -46,8 +46,10 @@ from airflow_provider_b24.exceptions import Bitrix24BadRequest, Bitrix24ConfigEr
 __all__ = [
     "IDS_PER_REQUEST",
     "ErrorScope",
+    "Fetch",
     "MemberAnswer",
     "MemberSpec",
+    "PollOutcome",
     "PollSchedule",
     "error_scope",
     "member_rows",
@@ -285,9 +287,9 @@ def _isolate(
     if first is not None and second is not None and _same_error(first, second):
         outcome.failed.update(dict.fromkeys(keys, error))  # refused alike: the group's error
         return
-    for half, half_error in zip(halves, errors, strict=True):
-        if half_error is not None:
-            _isolate(fetch, half, half_error, outcome, is_final)
+    for half, refused in zip(halves, errors, strict=True):
+        if refused is not None:
+            _isolate(fetch, half, refused, outcome, is_final)
 
 
 def _same_error(a: BaseException, b: BaseException) -> bool:
@@ -322,15 +324,18 @@ class PollSchedule:
       shared poll never asks faster than the portal allows, and after a transient error not before
       ``hold_until``.
     * A poll is due when the earliest waiter is due; it includes every ready waiter that would be
-      due before the next poll (so waiters share polls instead of each pulling its own), and waits up
-      to ``coalesce_s`` for waiters that become ready just after (a fleet deferring together).
+      due before the next poll (so waiters share polls instead of each pulling its own), and waits
+      for waiters that become ready just after (a fleet deferring together): up to ``coalesce_s``,
+      and at most ``coalesce_share`` of the cadence.
 
     A waiter that joins between polls is first polled at the next poll after its ``ready_at`` (at
     most one cadence later, and never later than its own interval after it), not in a poll of its own.
     """
 
-    #: seconds a due poll may wait for waiters that become ready just after it.
-    coalesce_s: float = 0.5
+    #: seconds a due poll may wait for waiters that become ready just after it...
+    coalesce_s: float = 1.0
+    #: ... and at most this share of the cadence (a 5 s cadence waits up to 1 s, a 0.1 s one 0.02 s).
+    coalesce_share: float = 0.2
     slots: dict[Any, _Slot] = field(default_factory=dict)
     last_poll_at: float | None = None
     hold_until: float = 0.0
@@ -359,10 +364,11 @@ class PollSchedule:
         if self.last_poll_at is not None:
             at = max(at, self.last_poll_at + max(self.cadence(), self.min_gap_s))
         at = max(at, self.hold_until)
+        window = min(self.coalesce_s, self.coalesce_share * self.cadence())
         late = [
             s.ready_at
             for s in self.slots.values()
-            if s.last_polled is None and at < s.ready_at <= at + self.coalesce_s
+            if s.last_polled is None and at < s.ready_at <= at + window
         ]
         return max([at, *late])
 

@@ -22,7 +22,6 @@ import contextvars
 import importlib
 import itertools
 import logging
-import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -46,11 +45,18 @@ log = logging.getLogger(__name__)
 _DOMAIN_MODULE = "airflow_provider_b24.activities.shared_poll"
 
 
+_loaded: dict[str, ModuleType] = {}
+
+
 async def _load_domain() -> ModuleType:
-    """The domain module, imported in a worker thread the first time (it imports the client)."""
-    module = sys.modules.get(_DOMAIN_MODULE)
+    """The domain module, imported in a worker thread the first time (it imports the client).
+
+    (Not ``sys.modules``: while another thread imports it, that holds a half-initialised module.)
+    """
+    module = _loaded.get(_DOMAIN_MODULE)
     if module is None:
         module = await sync_to_async(importlib.import_module, thread_sensitive=False)(_DOMAIN_MODULE)
+        _loaded[_DOMAIN_MODULE] = module
     return module
 
 
@@ -311,7 +317,7 @@ class SharedActivityPoller:
         from airflow_provider_b24.exceptions import ErrorOutcome, error_outcome
         from airflow_provider_b24.hooks import bitrix24
 
-        domain = sys.modules[_DOMAIN_MODULE]
+        domain = _loaded[_DOMAIN_MODULE]
         invalid: dict[int, BaseException] = {}
         specs: dict[int, MemberSpec] = {}
         for key, member in batch.items():
