@@ -23,6 +23,7 @@ import importlib
 import itertools
 import logging
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -46,6 +47,17 @@ _DOMAIN_MODULE = "airflow_provider_b24.activities.shared_poll"
 
 
 _loaded: dict[str, ModuleType] = {}
+
+
+def _monotonic() -> float:
+    """The poller's clock (a seam: tests move it forward instead of sleeping)."""
+    return time.monotonic()
+
+
+async def _wait(wake: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``wake`` is set (a member joined or left); a seam like ``_monotonic``."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), seconds)
 
 
 async def _load_domain() -> ModuleType:
@@ -128,7 +140,7 @@ async def join_shared_poll(
         until=until,
         interval=float(poll_interval),
     )
-    poller.join(member, ready_at=loop.time() + max(0.0, float(first_poll_delay)))
+    poller.join(member, ready_at=_monotonic() + max(0.0, float(first_poll_delay)))
     return poller, member
 
 
@@ -219,13 +231,12 @@ class SharedActivityPoller:
         try:
             while self.members and not self.closed:
                 at = self.schedule.next_poll_at()
-                now = self.loop.time()
+                now = _monotonic()
                 if at is None:
                     return
                 if at > now:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), at - now)
+                    await _wait(self._wake, at - now)
                     continue
                 await self._poll_once(now)
         except asyncio.CancelledError:
@@ -293,7 +304,7 @@ class SharedActivityPoller:
                 self._drop(key)
         self.schedule.polled(answered, started_at=started, requests=outcome.requests, rate=rate)
         if retry_wait is not None:
-            self.schedule.hold(self.loop.time() + retry_wait)
+            self.schedule.hold(_monotonic() + retry_wait)
         elif outcome.error is not None:
             # A final connection-wide error: build the hook anew for members that join later.
             self._close_hook()

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import time
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from airflow_provider_b24.sensors import activity as sensor_module
 from airflow_provider_b24.sensors.activity import Bitrix24ActivitySensor
 from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.testing.fields import DEFAULT_KEYS
-from airflow_provider_b24.triggers import activity as trigger_module
+from airflow_provider_b24.triggers import shared_poller
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
 
 from .conftest import (
@@ -130,12 +129,12 @@ class TimeMachine:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.offset = 0.0
         self.sleeps: list[float] = []
-        real_time, real_sleep = time.time, asyncio.sleep
+        real_time, real_monotonic, real_sleep = time.time, time.monotonic, asyncio.sleep
 
         def now() -> float:
             return real_time() + self.offset
 
-        async def sleep(seconds: float) -> None:
+        async def wait(_wake: asyncio.Event, seconds: float) -> None:
             self.sleeps.append(seconds)
             self.offset += seconds
             await real_sleep(0)
@@ -143,8 +142,9 @@ class TimeMachine:
         self.now = now
         monkeypatch.setattr(client_limiter.SystemClock, "time", lambda _self: now())
         monkeypatch.setattr(sensor_module, "_now", now)
-        monkeypatch.setattr(trigger_module, "time", types.SimpleNamespace(time=now))
-        monkeypatch.setattr(trigger_module, "asyncio", types.SimpleNamespace(sleep=sleep))
+        # The triggers' waits are the shared poller's (one poller per connection).
+        monkeypatch.setattr(shared_poller, "_monotonic", lambda: real_monotonic() + self.offset)
+        monkeypatch.setattr(shared_poller, "_wait", wait)
 
 
 # --------------------------------------------------------------------------------------------- faults
