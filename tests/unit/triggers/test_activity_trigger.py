@@ -140,7 +140,9 @@ async def test_run_yields_one_success_event_once_completed(portal: Portal) -> No
     assert events[0].payload == {"status": "success", "activities": [_row(2, True), _row(1, True)]}
     assert json.loads(json.dumps(events[0].payload)) == events[0].payload
     assert portal.requests == 3
-    assert len(portal.hooks) == 1 and portal.hooks[0].closed is True  # one hook per trigger, closed
+    assert (
+        len(portal.hooks) == 1 and portal.hooks[0].closed is True
+    )  # one hook for the connection, closed when the last trigger leaves
     assert portal.hooks[0].conn_id == "bitrix24_default"
     assert threading.get_ident() not in portal.threads  # the sync client ran in a worker thread
 
