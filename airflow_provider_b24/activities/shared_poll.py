@@ -30,8 +30,6 @@ from airflow_provider_b24.activities import (
     SELECT_ONLY_FIELDS,
     ActivityParseError,
     FetchResult,
-    InvalidActivityIds,
-    InvalidSelect,
     coerce_activity_ids,
     coerce_select,
 )
@@ -41,7 +39,12 @@ from airflow_provider_b24.activities.waiting import (
     select_for,
     validate_until,
 )
-from airflow_provider_b24.exceptions import Bitrix24BadRequest, Bitrix24ConfigError, Bitrix24MethodNotFound
+from airflow_provider_b24.exceptions import (
+    Bitrix24ArgumentError,
+    Bitrix24BadRequest,
+    Bitrix24ConfigError,
+    Bitrix24MethodNotFound,
+)
 
 __all__ = [
     "IDS_PER_REQUEST",
@@ -188,9 +191,11 @@ class ErrorScope(StrEnum):
 
 def error_scope(error: BaseException) -> ErrorScope:
     """Whether a permanent poll error may depend on what was asked (:attr:`ErrorScope.REQUEST`)."""
+    if isinstance(error, Bitrix24ArgumentError | ActivityParseError):
+        return ErrorScope.REQUEST  # what was asked (IDs, select), or a row of the answer
     if isinstance(error, Bitrix24MethodNotFound | Bitrix24ConfigError):
         return ErrorScope.CONNECTION
-    if isinstance(error, Bitrix24BadRequest | InvalidActivityIds | InvalidSelect | ActivityParseError):
+    if isinstance(error, Bitrix24BadRequest):
         return ErrorScope.REQUEST
     return ErrorScope.CONNECTION
 

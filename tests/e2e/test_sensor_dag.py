@@ -17,11 +17,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -33,11 +31,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_b24.testing import Bitrix24Emulator
+from airflow_provider_b24.testing.airflow_home import stop_process_group
 
 pytestmark = pytest.mark.e2e
 
 DAGS = Path(__file__).parent / "dags"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 IDS = [12, 4]
 
 
@@ -184,30 +182,32 @@ def _run_with_real_triggerer(
     """``dags test --use-executor`` while a real triggerer and api-server run; the connection is in
     the metadata DB. Completes IDS once ``deferred`` task instances are deferred. Returns the
     ``dags test`` process, the trigger logs, and the task states by (task_id, map_index)."""
-    base_env = sys.modules[type(airflow_runner).__module__].base_env
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     secret = "b24-e2e-triggerer-0123456789abcdef"
-    extra = {
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
-        "AIRFLOW__API__SECRET_KEY": secret,
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-    }
-    home = airflow_runner.home
+    airflow_runner.dags_folder = dags_folder
+    airflow_runner.extra_env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+            "AIRFLOW__API__SECRET_KEY": secret,
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }
+    )
+    home = airflow_runner.path
     added = airflow_runner.cli(
-        "connections", "add", "bitrix24_default", "--conn-json", json.dumps(emu.connection()), env=extra
+        "connections", "add", "bitrix24_default", "--conn-json", json.dumps(emu.connection())
     )
     assert added.returncode == 0, added.stderr[-2000:]
-    env = base_env(home, dags_folder, extra)  # no AIRFLOW_CONN_* here: the DB has the connection
+    # no AIRFLOW_CONN_* from here on: the DB has the connection
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name, args in (("api", ["api-server", "--port", str(port)]), ("triggerer", ["triggerer"])):
-            log = (home / f"{name}.log").open("wb")
-            procs.append(subprocess.Popen([AIRFLOW, *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+            with (home / f"{name}.log").open("wb") as log:
+                procs.append(airflow_runner.popen(*args, log=log))
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             try:
@@ -216,22 +216,13 @@ def _run_with_real_triggerer(
             except OSError:
                 time.sleep(0.5)
         completer.start(_deferred(airflow_runner.db_path, dag_id, deferred))
-        proc = subprocess.run(
-            [AIRFLOW, "dags", "test", dag_id, "--use-executor", "--conf", json.dumps(conf)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
+        proc = airflow_runner.cli(
+            "dags", "test", dag_id, "--use-executor", "--conf", json.dumps(conf), timeout=400
         )
     finally:
-        for p in procs:  # only the processes this test started
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    trigger_logs = {str(p): p.read_text() for p in (home / "logs").rglob("*trigger*.log")}
+        for p in procs:  # only the processes this test started (each in its own process group)
+            stop_process_group(p, grace=30)
+    trigger_logs = "\n".join(p.read_text() for p in (home / "logs").rglob("*trigger*.log"))
     with closing(sqlite3.connect(airflow_runner.db_path)) as conn:
         states = {
             (task_id, map_index): state
@@ -239,7 +230,7 @@ def _run_with_real_triggerer(
                 "SELECT task_id, map_index, state FROM task_instance WHERE dag_id=?", (dag_id,)
             ).fetchall()
         }
-    return proc, "\n".join(trigger_logs.values()), states  # (the "collect" task checks the rows)
+    return proc, trigger_logs, states
 
 
 @REAL_TRIGGERER
@@ -263,8 +254,8 @@ def test_deferrable_sensor_in_a_real_triggerer(
 def test_mapped_deferrable_sensors_share_their_polls_in_a_real_triggerer(
     airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
 ) -> None:
-    """Four mapped deferrable sensors in one triggerer: one shared poll for all, each its own event and
-    its own trigger log (the poller logs nothing into a trigger's log; each trigger logs its answer)."""
+    """Four mapped deferrable sensors in one triggerer: their triggers share polls, each fires its own
+    event and logs its own answer in its own trigger log (the DAG's ``collect`` task checks the rows)."""
     proc, trigger_logs, states = _run_with_real_triggerer(
         airflow_runner, dags_folder, emu, completer, dag_id="sensor_fleet", conf={}, deferred=4
     )
@@ -273,7 +264,7 @@ def test_mapped_deferrable_sensors_share_their_polls_in_a_real_triggerer(
     assert proc.returncode == 0, output[-5000:]
     assert states == {**{("wait", i): "success" for i in range(4)}, ("collect", -1): "success"}
     assert trigger_logs.count("Trigger fired event") >= 4, trigger_logs[-3000:]
-    finished = [text for text in trigger_logs.split("\n") if "All 1 activities completed" in text]
+    finished = [line for line in trigger_logs.split("\n") if "All 1 activities completed" in line]
     assert len(finished) == 4  # each trigger says so itself
     shared = [int(n) for n in re.findall(r"poll shared by (\d+) triggers", trigger_logs)]
     assert shared and max(shared) >= 2, trigger_logs[-3000:]  # deferred together, polled together

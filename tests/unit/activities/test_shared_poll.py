@@ -126,6 +126,7 @@ def test_project_row() -> None:
 def test_error_scope() -> None:
     assert error_scope(Bitrix24BadRequest("Invalid filter", http_status=400)) is ErrorScope.REQUEST
     assert error_scope(InvalidSelect("bad")) is ErrorScope.REQUEST
+    assert error_scope(InvalidActivityIds("x", 0, "not an ID")) is ErrorScope.REQUEST
     for error in (
         Bitrix24MethodNotFound("no method"),
         Bitrix24ConfigError("host is required"),

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.triggers import BEGIN, END, markdown, physical_limit, plan, write_section  # noqa: E402
+from benchmarks.triggers import BEGIN, END, markdown, physical_limit, plan, write_section
 
 ROW = {
     "triggers": 10,

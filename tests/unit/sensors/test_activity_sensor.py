@@ -466,3 +466,17 @@ def test_deferral_timeout_raises_sensor_timeout_or_skips() -> None:
 def test_poke_return_value_type() -> None:
     portal = FakePortal({1: _row(1, True)})
     assert isinstance(make_sensor(portal, activity_ids=[1]).poke({}), PokeReturnValue)
+
+
+def test_an_unreadable_activity_fails_without_retries_like_the_operator() -> None:
+    """``ActivityParseError`` is permanent (the same row parses the same way): no Airflow retries."""
+    portal = FakePortal()
+    portal.add(1, completed=True)
+    portal.rows[1]["START_TIME"] = "tomorrow"
+    sensor = make_sensor(portal, activity_ids=[1])
+    with pytest.raises(AirflowFailException, match="field START_TIME: cannot parse 'tomorrow'") as info:
+        sensor.poke({})
+    assert "ActivityParseError; not retrying" in str(info.value)
+    event = {"status": "success", "activities": [portal.rows[1]]}
+    with pytest.raises(AirflowFailException, match="ActivityParseError"):
+        sensor.execute_complete({}, event)
