@@ -80,9 +80,13 @@ def collect(results: list[list[dict[str, Any]]]) -> list[int]:
 
 @dag(dag_id="sensor_fleet", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False)
 def sensor_fleet() -> None:
-    """Four mapped deferrable sensors (one triggerer shares their polls)."""
+    """Four mapped deferrable sensors (one triggerer shares their polls).
+
+    ``poke_interval=5``: each trigger's first poll (``first_poll_delay``) comes 5 s after it starts,
+    clear of Airflow's race with events fired within seconds of a deferral (docs/sensor.md).
+    """
     waits = Bitrix24ActivitySensor.partial(
-        task_id="wait", until="completed", deferrable=True, poke_interval=2, timeout=240
+        task_id="wait", until="completed", deferrable=True, poke_interval=5, timeout=240
     ).expand(activity_ids=[[12], [4], [12], [4]])
     collect(waits.output)
 
