@@ -9,8 +9,8 @@ of its own; the parent process completes every activity at a random time between
 samples the emulator's counters. Per size it reports:
 
 * ``requests per poll interval``: HTTP requests the emulator served, divided by the poll intervals
-  between the first and the last request (+1, so N evenly spaced polls count N intervals); the
-  target is ``ceil(unique IDs / 2500)``;
+  between the first and the last request (rounded, +1, so N polls ``poll_interval`` apart count N
+  intervals); the target is ``ceil(unique IDs / 2500)``;
 * 503 ``QUERY_LIMIT_EXCEEDED`` answers;
 * the delay from a trigger's last activity completion to its event (median, max); target
   ``poll_interval + 2 s``;
@@ -188,7 +188,8 @@ def run_size(
     ]
     first = changes[0] if changes else started
     last = changes[-1] if changes else started
-    intervals = (last - first) / POLL_INTERVAL + 1
+    # Polls of one interval are POLL_INTERVAL apart; the 0.1 s sampling blurs the span a little: round it.
+    intervals = round((last - first) / POLL_INTERVAL) + 1
     delays = []
     errors = 0
     for index, ids in enumerate(triggers):
@@ -270,8 +271,8 @@ def markdown(data: dict[str, Any]) -> str:
         "the emulator with Bitrix24 Cloud limits (2 requests/s, burst 50). The activities are completed at "
         f"random times {COMPLETE_FROM_S:g}-{COMPLETE_FROM_S + COMPLETE_SPREAD_S:g} s after the triggers "
         "started. *requests/interval*: requests the emulator served / poll intervals between the first "
-        "and the last request (+1); target `ceil(unique IDs / 2500)`. *delay*: from a trigger's last "
-        f"completion to its event; target `poll_interval + 2 s` = {POLL_INTERVAL + 2:g} s. A size that "
+        "and the last request (rounded, +1); target `ceil(unique IDs / 2500)`. *delay*: from a trigger's "
+        f"last completion to its event; target `poll_interval + 2 s` = {POLL_INTERVAL + 2:g} s. A size that "
         "has not finished by the cap is killed; its triggers without an event are counted.",
         "",
     ]

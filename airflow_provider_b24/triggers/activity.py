@@ -68,7 +68,8 @@ class Bitrix24ActivityTrigger(BaseTrigger):
         trigger's answer may get. A shared poll runs at the smallest interval among its triggers.
     :param select: fields to fetch (``None``: every field ``crm.activity.get`` returns).
     :param first_poll_delay: seconds before the first poll (``None``: :func:`default_first_poll_delay`;
-        ``0``: at once, as provider 0.1.0 did).
+        ``0``: at once, as provider 0.1.0 did). The first answer is never earlier; it comes with the
+        first shared poll after that (at once when no other trigger is polling).
     """
 
     def __init__(
