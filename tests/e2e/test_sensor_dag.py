@@ -244,7 +244,7 @@ def test_deferrable_sensor_in_a_real_triggerer(
     )
     output = proc.stdout + proc.stderr
     assert completer.done.is_set(), output[-3000:]
-    assert proc.returncode == 0, output[-5000:]
+    assert proc.returncode == 0, output[-3000:] + "\n--- trigger logs ---\n" + trigger_logs[-4000:]
     assert "Trigger fired event" in trigger_logs, trigger_logs[-3000:]
     assert "All 2 activities completed" in trigger_logs
     assert states == {("wait_for_calls", -1): "success", ("summarize", -1): "success"}
