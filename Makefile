@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 PYTEST_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install lint format typecheck test test-fast demo bench bench-quick clean
+.PHONY: install lint format typecheck test test-fast demo bench bench-quick bench-triggers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,8 +46,13 @@ demo: install
 	$(PY) scripts/demo.py
 
 ## bench: the full benchmark (writes benchmarks/results.json, RESULTS.md, chart.png); bench-quick: < 3 min
+## (bench also runs bench-triggers: deferred triggers sharing their polls, its own RESULTS.md section, ~4 min)
 bench: install
 	$(PY) -m benchmarks.run --full
+	$(PY) -m benchmarks.triggers --label after
+
+bench-triggers: install
+	$(PY) -m benchmarks.triggers --label after
 
 bench-quick: install
 	$(PY) -m benchmarks.run --quick

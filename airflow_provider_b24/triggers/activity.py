@@ -1,11 +1,13 @@
 """Deferrable trigger for Bitrix24 CRM activities: wait in the triggerer until activities exist or are done.
 
 :class:`Bitrix24ActivityTrigger` is what
-:class:`~airflow_provider_b24.sensors.activity.Bitrix24ActivitySensor` defers to. It polls with the
-same one-request batched ``crm.activity.list`` fetch as the sensor's ``poke``
-(:func:`airflow_provider_b24.activities.fetch_activities`), running the synchronous hook and client
-in a worker thread so the triggerer's event loop is never blocked, and fires exactly one
-:class:`~airflow.triggers.base.TriggerEvent`:
+:class:`~airflow_provider_b24.sensors.activity.Bitrix24ActivitySensor` defers to. The triggers of one
+triggerer that use the same connection **share their polls**
+(:mod:`airflow_provider_b24.triggers.shared_poller`): one batched ``crm.activity.list`` fetch
+(:func:`airflow_provider_b24.activities.fetch_activities`, 2,500 IDs per HTTP request) asks for the
+union of their IDs and fields, and each trigger gets its own rows, as its own fetch would have
+returned them. The synchronous hook and client run in a worker thread so the triggerer's event loop
+is never blocked. Each trigger fires exactly one :class:`~airflow.triggers.base.TriggerEvent`:
 
 * ``{"status": "success", "activities": [<raw rows, JSON-plain, in input order>]}`` once every ID
   satisfies ``until``;
@@ -15,7 +17,9 @@ in a worker thread so the triggerer's event loop is never blocked, and fires exa
 
 Transient errors that outlived the client's own retries, the portal's request-rate limit and
 ``OPERATION_TIME_LIMIT`` (HTTP 429, waited out until its reset time) never end the trigger: it logs
-and keeps polling. The deferral ``timeout`` (the sensor's ``timeout``) bounds the wait.
+and keeps polling. The deferral ``timeout`` (the sensor's ``timeout``) bounds the wait. A final
+error that is the connection's (bad credentials, an unknown connection...) ends every trigger of
+that connection with an error event; one the portal raises for one trigger's request ends only it.
 
 The wait logic (:mod:`airflow_provider_b24.activities.waiting`) is shared with the sensor so that
 ``poke`` and the trigger decide "done" the same way.
@@ -23,20 +27,18 @@ The wait logic (:mod:`airflow_provider_b24.activities.waiting`) is shared with t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from asgiref.sync import sync_to_async
+
+from airflow_provider_b24.triggers.shared_poller import PollReport, join_shared_poll
 
 if TYPE_CHECKING:
-    from airflow_provider_b24.activities.waiting import ActivityWaitStatus
-    from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+    from airflow_provider_b24.activities.shared_poll import MemberAnswer
 
 # The triggerer imports this module on its event loop, so it stays light: the client, ``requests``
-# and the hook are imported inside the poll, which runs in a worker thread.
+# and the hook are imported by the shared poller in a worker thread.
 
 
 def default_first_poll_delay(poll_interval: float) -> float:
@@ -53,17 +55,6 @@ def default_first_poll_delay(poll_interval: float) -> float:
 UNTIL_COMPLETED: Final = "completed"
 
 
-@dataclass
-class _PollOutcome:
-    """What one poll found: the rows and their status, or an error and how long to wait after it."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    status: ActivityWaitStatus | None = None
-    error: Exception | None = None
-    #: seconds to wait before the next poll after a retryable ``error``; ``None``: give up.
-    wait: float | None = None
-
-
 class Bitrix24ActivityTrigger(BaseTrigger):
     """Poll Bitrix24 until every activity exists (``until="exists"``) or is completed (``"completed"``).
 
@@ -73,10 +64,12 @@ class Bitrix24ActivityTrigger(BaseTrigger):
     :param activity_ids: the activity IDs, already coerced (``list[int]``, unique, in input order).
     :param bitrix24_conn_id: the Airflow connection of type ``bitrix24``.
     :param until: ``"completed"`` or ``"exists"``.
-    :param poll_interval: seconds between polls (the sensor's ``poke_interval``).
+    :param poll_interval: seconds between polls (the sensor's ``poke_interval``): how stale the
+        trigger's answer may get. A shared poll runs at the smallest interval among its triggers.
     :param select: fields to fetch (``None``: every field ``crm.activity.get`` returns).
     :param first_poll_delay: seconds before the first poll (``None``: :func:`default_first_poll_delay`;
-        ``0``: at once, as provider 0.1.0 did).
+        ``0``: at once, as provider 0.1.0 did). The first answer is never earlier; it comes with the
+        first shared poll after that (at once when no other trigger is polling).
     """
 
     def __init__(
@@ -96,7 +89,6 @@ class Bitrix24ActivityTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.select = select
         self.first_poll_delay = first_poll_delay
-        self._hook: Bitrix24Hook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and JSON-plain kwargs that rebuild this trigger in the triggerer."""
@@ -112,90 +104,73 @@ class Bitrix24ActivityTrigger(BaseTrigger):
             },
         )
 
-    # -- polling (sync, in a worker thread) ---------------------------------------------------------
-
-    def _poll(self) -> _PollOutcome:
-        """One poll, in a worker thread: fetch (one HTTP request per 2,500 IDs) and evaluate.
-
-        The hook is built on the first poll, in this thread: resolving the connection may talk to the
-        triggerer's supervisor synchronously, which must not happen on the event loop's thread.
-        Errors are classified here too, so the event loop never imports the client.
-        """
-        from airflow_provider_b24.activities import fetch_activities  # heavy: see the module imports
-        from airflow_provider_b24.activities.waiting import evaluate_activities, select_for
-        from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
-
-        try:
-            if self._hook is None:
-                self._hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
-            select = select_for(self.select, self.until)
-            result = fetch_activities(self._hook, self.activity_ids, select=select)
-        except Exception as error:
-            return _PollOutcome(error=error, wait=self._wait_after(error))
-        status = evaluate_activities(result.activities, result.missing_ids, self.until)
-        return _PollOutcome(rows=result.activities, status=status)
-
-    def _wait_after(self, error: Exception) -> float | None:
-        """Seconds to wait before polling again after ``error``, or ``None`` if waiting will not help."""
-        from airflow_provider_b24.exceptions import (  # heavy: see the module imports
-            ErrorOutcome,
-            error_outcome,
-            seconds_until_retry,
-        )
-
-        if error_outcome(error) is ErrorOutcome.RETRY:
-            return seconds_until_retry(error, self.poll_interval)
-        return None
-
-    def _close(self) -> None:
-        """Close the hook's HTTP session (quick: no I/O beyond closing sockets)."""
-        hook, self._hook = self._hook, None
-        if hook is not None:
-            try:
-                hook.close()
-            except Exception:  # pragma: no cover - best effort
-                self.log.debug("closing the Bitrix24 hook failed", exc_info=True)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until done (one ``success`` event) or an unrecoverable error (one ``error`` event)."""
-        ids = [int(i) for i in self.activity_ids]
-        polls = 0
+        """Wait in the shared poll until done (one ``success`` event) or a final error (one ``error`` event).
+
+        The first answer comes no earlier than ``first_poll_delay`` after this starts. Leaving the
+        shared poll is in ``finally``, so a cancelled trigger (task cleared, triggerer shutting
+        down) leaves it too; the last one out closes the connection's hook.
+        """
         delay = self.first_poll_delay
         first_delay = default_first_poll_delay(self.poll_interval) if delay is None else float(delay)
+        poller, member = await join_shared_poll(
+            bitrix24_conn_id=self.bitrix24_conn_id,
+            activity_ids=self.activity_ids,
+            select=self.select,
+            until=self.until,
+            poll_interval=float(self.poll_interval),
+            first_poll_delay=first_delay,
+        )
+        polls = 0
         try:
-            if first_delay > 0:
-                await asyncio.sleep(first_delay)
             while True:
+                report = await member.reports.get()
                 polls += 1
-                outcome = await sync_to_async(self._poll, thread_sensitive=False)()
-                if outcome.error is not None:
-                    error, wait = outcome.error, outcome.wait
-                    if wait is None:
-                        from airflow_provider_b24.failures import trigger_error_event
+                if report.kind == "error":
+                    from airflow_provider_b24.failures import trigger_error_event
 
-                        self.log.error("Bitrix24 activity trigger failed: %s", error)
-                        self._close()
-                        yield TriggerEvent(trigger_error_event(error))
-                        return
+                    assert report.error is not None
+                    self.log.error("Bitrix24 activity trigger failed: %s", report.error)
+                    yield TriggerEvent(trigger_error_event(report.error))
+                    return
+                if report.kind == "retry":
                     self.log.warning(
-                        "Bitrix24 poll %d failed (%s); polling again in %.1f s", polls, error, wait
+                        "Bitrix24 poll %d failed (%s); polling again in %.1f s",
+                        polls,
+                        report.error,
+                        report.wait,
                     )
-                    await asyncio.sleep(wait)
                     continue
-                status = outcome.status
-                assert status is not None
-                if status.done:
+                answer = report.answer
+                assert answer is not None
+                if answer.status.done:
                     self.log.info(
-                        "All %d activities %s after %d poll(s)",
-                        len(ids),
+                        "All %d activities %s after %d poll(s)%s",
+                        len(answer.rows),
                         "completed" if self.until == UNTIL_COMPLETED else "exist",
                         polls,
+                        _shared(report),
                     )
-                    self._close()
-                    yield TriggerEvent({"status": "success", "activities": outcome.rows})
+                    yield TriggerEvent({"status": "success", "activities": answer.rows})
                     return
-                self.log.info("%s; polling again in %.1f s", status.describe(len(ids)), self.poll_interval)
-                await asyncio.sleep(float(self.poll_interval))
+                self.log.info(
+                    "%s; polling again in %.1f s%s",
+                    _describe(answer),
+                    float(self.poll_interval),
+                    _shared(report),
+                )
         finally:
-            # Also on cancellation (task cleared, triggerer shutting down). Closing a session is quick.
-            self._close()
+            # Also on cancellation (task cleared, triggerer shutting down).
+            poller.leave(member)
+
+
+def _describe(answer: MemberAnswer) -> str:
+    total = len(answer.rows) + len(answer.missing_ids)
+    return answer.status.describe(total)
+
+
+def _shared(report: PollReport) -> str:
+    """`` (poll shared by N triggers, R request(s))`` when other triggers shared the poll."""
+    if report.members <= 1:
+        return ""
+    return f" (poll shared by {report.members} triggers, {report.requests} request(s))"

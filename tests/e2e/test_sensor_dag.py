@@ -7,13 +7,15 @@
   ("[DAG TEST] running trigger in line", Airflow 3.1 and 3.3 alike), the trigger polls until this
   test completes the activities, and ``execute_complete`` pushes the parsed activities.
 * opt-in (``B24_E2E_TRIGGERER=1``): the same DAG with ``dags test --use-executor`` while a real
-  ``airflow triggerer`` and ``api-server`` run, the connection stored in the metadata DB.
+  ``airflow triggerer`` and ``api-server`` run, the connection stored in the metadata DB; and
+  ``sensor_fleet``, four mapped deferrable sensors whose triggers share their polls there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -148,15 +150,38 @@ def test_deferrable_sensor_dag(
     assert int(emu.stats["requests"]) >= 3  # the first poke, then the trigger's polls
 
 
-@pytest.mark.skipif(
+REAL_TRIGGERER = pytest.mark.skipif(
     os.environ.get("B24_E2E_TRIGGERER") != "1",
     reason="starts api-server + triggerer + LocalExecutor (~2-3 min); set B24_E2E_TRIGGERER=1",
 )
-def test_deferrable_sensor_in_a_real_triggerer(
-    airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
-) -> None:
-    """The production path: ``airflow triggerer`` runs the trigger; the connection is in the metadata
-    DB, so the hook resolves it through the triggerer's supervisor (from the poll's worker thread)."""
+
+
+def _deferred(db_path: Path, dag_id: str, count: int) -> Callable[[], bool]:
+    """``ready()`` for the completer: ``count`` task instances of ``dag_id`` are deferred."""
+
+    def ready() -> bool:
+        with closing(sqlite3.connect(db_path, timeout=1)) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM task_instance WHERE dag_id=? AND state='deferred'", (dag_id,)
+            ).fetchone()
+        return bool(row and row[0] >= count)
+
+    return ready
+
+
+def _run_with_real_triggerer(
+    airflow_runner: Any,
+    dags_folder: Path,
+    emu: Bitrix24Emulator,
+    completer: Completer,
+    *,
+    dag_id: str,
+    conf: dict[str, Any],
+    deferred: int,
+) -> tuple[subprocess.CompletedProcess[str], str, dict[tuple[str, int], str]]:
+    """``dags test --use-executor`` while a real triggerer and api-server run; the connection is in
+    the metadata DB. Completes IDS once ``deferred`` task instances are deferred. Returns the
+    ``dags test`` process, the trigger logs, and the task states by (task_id, map_index)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -190,33 +215,56 @@ def test_deferrable_sensor_in_a_real_triggerer(
                 break
             except OSError:
                 time.sleep(0.5)
-
-        def deferred() -> bool:
-            with closing(sqlite3.connect(airflow_runner.db_path, timeout=1)) as conn:
-                row = conn.execute(
-                    "SELECT state FROM task_instance "
-                    "WHERE dag_id='sensor_deferrable' AND task_id='wait_for_calls'"
-                ).fetchone()
-            return bool(row and row[0] == "deferred")
-
-        completer.start(deferred)
+        completer.start(_deferred(airflow_runner.db_path, dag_id, deferred))
         proc = airflow_runner.cli(
-            "dags", "test", "sensor_deferrable", "--use-executor", "--conf", json.dumps({"ids": IDS}),
-            timeout=400,
-        )  # fmt: skip
+            "dags", "test", dag_id, "--use-executor", "--conf", json.dumps(conf), timeout=400
+        )
     finally:
         for p in procs:  # only the processes this test started (each in its own process group)
             stop_process_group(p, grace=30)
+    trigger_logs = "\n".join(p.read_text() for p in (home / "logs").rglob("*trigger*.log"))
+    with closing(sqlite3.connect(airflow_runner.db_path)) as conn:
+        states = {
+            (task_id, map_index): state
+            for task_id, map_index, state in conn.execute(
+                "SELECT task_id, map_index, state FROM task_instance WHERE dag_id=?", (dag_id,)
+            ).fetchall()
+        }
+    return proc, trigger_logs, states
+
+
+@REAL_TRIGGERER
+def test_deferrable_sensor_in_a_real_triggerer(
+    airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
+) -> None:
+    """The production path: ``airflow triggerer`` runs the trigger; the connection is in the metadata
+    DB, so the hook resolves it through the triggerer's supervisor (from the poll's worker thread)."""
+    proc, trigger_logs, states = _run_with_real_triggerer(
+        airflow_runner, dags_folder, emu, completer, dag_id="sensor_deferrable", conf={"ids": IDS}, deferred=1
+    )
+    output = proc.stdout + proc.stderr
+    assert completer.done.is_set(), output[-3000:]
+    assert proc.returncode == 0, output[-3000:] + "\n--- trigger logs ---\n" + trigger_logs[-4000:]
+    assert "Trigger fired event" in trigger_logs, trigger_logs[-3000:]
+    assert "All 2 activities completed" in trigger_logs
+    assert states == {("wait_for_calls", -1): "success", ("summarize", -1): "success"}
+
+
+@REAL_TRIGGERER
+def test_mapped_deferrable_sensors_share_their_polls_in_a_real_triggerer(
+    airflow_runner: Any, dags_folder: Path, emu: Bitrix24Emulator, completer: Completer
+) -> None:
+    """Four mapped deferrable sensors in one triggerer: their triggers share polls, each fires its own
+    event and logs its own answer in its own trigger log (the DAG's ``collect`` task checks the rows)."""
+    proc, trigger_logs, states = _run_with_real_triggerer(
+        airflow_runner, dags_folder, emu, completer, dag_id="sensor_fleet", conf={}, deferred=4
+    )
     output = proc.stdout + proc.stderr
     assert completer.done.is_set(), output[-3000:]
     assert proc.returncode == 0, output[-5000:]
-    trigger_logs = "\n".join(p.read_text() for p in (home / "logs").rglob("*trigger*.log"))
-    assert "Trigger fired event" in trigger_logs, trigger_logs[-3000:]
-    assert "All 2 activities completed" in trigger_logs
-    with closing(sqlite3.connect(airflow_runner.db_path)) as conn:
-        states = dict(
-            conn.execute(
-                "SELECT task_id, state FROM task_instance WHERE dag_id='sensor_deferrable'"
-            ).fetchall()
-        )
-    assert states == {"wait_for_calls": "success", "summarize": "success"}
+    assert states == {**{("wait", i): "success" for i in range(4)}, ("collect", -1): "success"}
+    assert trigger_logs.count("Trigger fired event") >= 4, trigger_logs[-3000:]
+    finished = [line for line in trigger_logs.split("\n") if "All 1 activities completed" in line]
+    assert len(finished) == 4  # each trigger says so itself
+    shared = [int(n) for n in re.findall(r"poll shared by (\d+) triggers", trigger_logs)]
+    assert shared and max(shared) >= 2, trigger_logs[-3000:]  # deferred together, polled together

@@ -36,7 +36,7 @@ from airflow_provider_b24.sensors import activity as sensor_module
 from airflow_provider_b24.sensors.activity import Bitrix24ActivitySensor
 from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.testing.fields import DEFAULT_KEYS
-from airflow_provider_b24.triggers import activity as trigger_module
+from airflow_provider_b24.triggers import shared_poller
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
 from tests.reliability.conftest import (
     TOKEN_VAR_ENV,
@@ -130,12 +130,12 @@ class TimeMachine:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.offset = 0.0
         self.sleeps: list[float] = []
-        real_time, real_sleep = time.time, asyncio.sleep
+        real_time, real_monotonic, real_sleep = time.time, time.monotonic, asyncio.sleep
 
         def now() -> float:
             return real_time() + self.offset
 
-        async def sleep(seconds: float) -> None:
+        async def wait(_wake: asyncio.Event, seconds: float) -> None:
             self.sleeps.append(seconds)
             self.offset += seconds
             await real_sleep(0)
@@ -143,9 +143,11 @@ class TimeMachine:
         self.now = now
         monkeypatch.setattr(client_limiter.SystemClock, "time", lambda _self: now())
         monkeypatch.setattr(sensor_module, "_now", now)
-        # The trigger's wait after a 429 is ``seconds_until_retry`` (client.errors), which reads time.time().
+        # The trigger's wait after a 429 is ``seconds_until_retry`` (client.errors), which reads time.time();
+        # the triggers' waits are the shared poller's (one poller per connection).
         monkeypatch.setattr(client_errors, "time", types.SimpleNamespace(time=now))
-        monkeypatch.setattr(trigger_module, "asyncio", types.SimpleNamespace(sleep=sleep))
+        monkeypatch.setattr(shared_poller, "_monotonic", lambda: real_monotonic() + self.offset)
+        monkeypatch.setattr(shared_poller, "_wait", wait)
 
 
 # --------------------------------------------------------------------------------------------- faults

@@ -1,4 +1,5 @@
-"""DAGs for tests/e2e/test_sensor_dag.py: Bitrix24ActivitySensor in reschedule mode and deferrable.
+"""DAGs for tests/e2e/test_sensor_dag.py: Bitrix24ActivitySensor in reschedule mode, deferrable, and
+four mapped deferrable sensors (``sensor_fleet``, whose triggers share their polls).
 
 The activity IDs come from the DAG run's conf (``{"ids": [...], "never": [...]}``): as an upstream
 task's XComArg for one sensor and as a Jinja-rendered string for another.
@@ -68,5 +69,28 @@ def sensor_deferrable() -> None:
     summarize(wait.output)
 
 
+@task
+def collect(results: list[list[dict[str, Any]]]) -> list[int]:
+    """Each mapped sensor pushed its own activity (the shared poll split the rows per trigger)."""
+    ids = [[a["ID"] for a in rows] for rows in results]
+    if ids != [[12], [4], [12], [4]] or not all(rows[0]["COMPLETED"] is True for rows in results):
+        raise ValueError(f"unexpected sensor results: {results!r}")
+    return [i for [i] in ids]
+
+
+@dag(dag_id="sensor_fleet", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False)
+def sensor_fleet() -> None:
+    """Four mapped deferrable sensors (one triggerer shares their polls).
+
+    ``poke_interval=5``: each trigger's first poll (``first_poll_delay``) comes 5 s after it starts,
+    clear of Airflow's race with events fired within seconds of a deferral (docs/sensor.md).
+    """
+    waits = Bitrix24ActivitySensor.partial(
+        task_id="wait", until="completed", deferrable=True, poke_interval=5, timeout=240
+    ).expand(activity_ids=[[12], [4], [12], [4]])
+    collect(waits.output)
+
+
 sensor_reschedule()
 sensor_deferrable()
+sensor_fleet()

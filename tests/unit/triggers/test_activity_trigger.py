@@ -10,8 +10,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -29,73 +27,9 @@ from airflow_provider_b24.exceptions import (
     Bitrix24TransportError,
 )
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
+from tests.unit.triggers.fakes import Portal, _row
 
 CLASSPATH = "airflow_provider_b24.triggers.activity.Bitrix24ActivityTrigger"
-
-
-@dataclass
-class FakeBatchResult:
-    results: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, Exception] = field(default_factory=dict)
-    requests: int = 1
-
-
-def _row(activity_id: int, completed: bool = False) -> dict[str, Any]:
-    return {"ID": str(activity_id), "SUBJECT": f"Call {activity_id}", "COMPLETED": "Y" if completed else "N"}
-
-
-class Portal:
-    """What the fake hooks serve: rows, queued errors, a per-request callback, a delay."""
-
-    def __init__(self) -> None:
-        self.rows: dict[int, dict[str, Any]] = {}
-        self.requests = 0
-        self.raise_next: list[Exception] = []
-        self.threads: set[int] = set()
-        self.hooks: list[FakeHook] = []
-        self.delay = 0.0
-        self.on_request: Any = None
-
-
-class FakeHook:
-    """``batch`` for ``crm.activity.list`` with an ``@ID`` filter, served from a :class:`Portal`."""
-
-    def __init__(self, portal: Portal, bitrix24_conn_id: str) -> None:
-        self.portal = portal
-        self.conn_id = bitrix24_conn_id
-        self.closed = False
-        portal.hooks.append(self)
-
-    def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False) -> Any:
-        portal = self.portal
-        portal.threads.add(threading.get_ident())
-        portal.requests += 1
-        if portal.on_request is not None:
-            portal.on_request(portal)
-        if portal.delay:
-            time.sleep(portal.delay)  # a slow portal, in the worker thread
-        if portal.raise_next:
-            raise portal.raise_next.pop(0)
-        return FakeBatchResult(
-            results={
-                key: [dict(portal.rows[i]) for i in params["filter"]["@ID"] if i in portal.rows]
-                for key, (_method, params) in commands.items()
-            }
-        )
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def portal(monkeypatch: pytest.MonkeyPatch) -> Portal:
-    portal = Portal()
-    monkeypatch.setattr(
-        "airflow_provider_b24.hooks.bitrix24.Bitrix24Hook",
-        lambda *, bitrix24_conn_id: FakeHook(portal, bitrix24_conn_id),
-    )
-    monkeypatch.setattr("airflow_provider_b24.client.errors.OPERATING_RESET_MARGIN_S", 0.01)
-    return portal
 
 
 def trigger(**kwargs: Any) -> Bitrix24ActivityTrigger:
@@ -204,7 +138,9 @@ async def test_run_yields_one_success_event_once_completed(portal: Portal) -> No
     assert events[0].payload == {"status": "success", "activities": [_row(2, True), _row(1, True)]}
     assert json.loads(json.dumps(events[0].payload)) == events[0].payload
     assert portal.requests == 3
-    assert len(portal.hooks) == 1 and portal.hooks[0].closed is True  # one hook per trigger, closed
+    assert (
+        len(portal.hooks) == 1 and portal.hooks[0].closed is True
+    )  # one hook for the connection, closed when the last trigger leaves
     assert portal.hooks[0].conn_id == "bitrix24_default"
     assert threading.get_ident() not in portal.threads  # the sync client ran in a worker thread
 
