@@ -46,8 +46,22 @@ UNTIL_CHOICES: Final = (UNTIL_COMPLETED, UNTIL_EXISTS)
 #: Seconds to wait past a 429's ``operating_reset_at`` (the portal reports whole seconds).
 OPERATING_RESET_MARGIN_S: float = 1.0
 
+#: Floor of :func:`default_first_poll_delay`, in seconds (see ``docs/sensor.md``, "The deferral race").
+FIRST_POLL_DELAY_FLOOR_S: float = 10.0
+
 #: How many IDs a log line lists before it says "... and N more".
 _LOG_IDS: Final = 20
+
+
+def default_first_poll_delay(poll_interval: float) -> float:
+    """Seconds the trigger waits before its first poll when ``first_poll_delay`` is ``None``.
+
+    The sensor has just poked when it defers, so an immediate poll is a wasted request; and a trigger
+    that fires within seconds of the deferral races the scheduler's handling of the deferring try
+    (apache/airflow#66374, #67287, #71580, #72716). Waiting ``max(poll_interval, 10 s)`` makes that race
+    rare (measured in ``tests/deployment``; see ``docs/sensor.md``).
+    """
+    return max(float(poll_interval), FIRST_POLL_DELAY_FLOOR_S)
 
 
 def format_ids(ids: Sequence[int], limit: int = _LOG_IDS) -> str:
@@ -146,6 +160,8 @@ class Bitrix24ActivityTrigger(BaseTrigger):
     :param until: ``"completed"`` or ``"exists"``.
     :param poll_interval: seconds between polls (the sensor's ``poke_interval``).
     :param select: fields to fetch (``None``: every field ``crm.activity.get`` returns).
+    :param first_poll_delay: seconds between the trigger's start and its first poll; ``None``:
+        :func:`default_first_poll_delay` of ``poll_interval``; ``0`` polls at once.
     """
 
     def __init__(
@@ -156,6 +172,7 @@ class Bitrix24ActivityTrigger(BaseTrigger):
         until: str = UNTIL_COMPLETED,
         poll_interval: float = 60.0,
         select: list[str] | None = None,
+        first_poll_delay: float | None = None,
     ) -> None:
         super().__init__()
         self.activity_ids = activity_ids
@@ -163,6 +180,7 @@ class Bitrix24ActivityTrigger(BaseTrigger):
         self.until = until
         self.poll_interval = poll_interval
         self.select = select
+        self.first_poll_delay = first_poll_delay
         self._hook: Bitrix24Hook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -175,6 +193,7 @@ class Bitrix24ActivityTrigger(BaseTrigger):
                 "until": self.until,
                 "poll_interval": float(self.poll_interval),
                 "select": None if self.select is None else [str(f) for f in self.select],
+                "first_poll_delay": None if self.first_poll_delay is None else float(self.first_poll_delay),
             },
         )
 
@@ -227,7 +246,14 @@ class Bitrix24ActivityTrigger(BaseTrigger):
         """Poll until done (one ``success`` event) or an unrecoverable error (one ``error`` event)."""
         ids = [int(i) for i in self.activity_ids]
         polls = 0
+        delay = self.first_poll_delay
+        delay = default_first_poll_delay(self.poll_interval) if delay is None else float(delay)
         try:
+            if delay > 0:
+                # The sensor poked just before deferring: no need to ask again at once (see
+                # default_first_poll_delay for the scheduler race this also avoids).
+                self.log.info("First poll in %.1f s", delay)
+                await asyncio.sleep(delay)
             while True:
                 polls += 1
                 outcome = await sync_to_async(self._poll, thread_sensitive=False)()
