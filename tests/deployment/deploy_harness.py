@@ -183,8 +183,11 @@ class EmulatorControl:
         assert status == 200, value
         return value
 
-    def reserve(self, n: int, *, completed: bool = False) -> list[int]:
-        return list(self.call("/reserve", {"n": n, "completed": completed})["ids"])
+    def reserve(self, n: int, *, completed: bool = False, min_id: int = 1) -> list[int]:
+        return list(self.call("/reserve", {"n": n, "completed": completed, "min_id": min_id})["ids"])
+
+    def complete_after_read(self, ids: list[int]) -> None:
+        self.call("/complete_after_read", {"ids": ids})
 
     def complete(self, ids: list[int]) -> None:
         self.call("/complete", {"ids": ids})
@@ -302,13 +305,15 @@ class Deployment:
         )
         self._pg_ctl("start", "-w", "-t", "120", "-l", str(pg_root / "postgres.log"), "-o", options)
         self.pg_started = True
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "-c", "CREATE DATABASE airflow"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("CREATE DATABASE airflow")
+        finally:
+            conn.close()
 
     @property
     def db_url(self) -> str:
@@ -525,6 +530,25 @@ class Deployment:
         component.service.stop(sig)
         self.services.remove(component.service)
         component.service = None
+
+    def restart_scheduler(self, executor: str) -> None:
+        """Restart the scheduler with another executor (e.g. ``LocalExecutor``), by pid."""
+        last = self.sql("SELECT coalesce(max(id), 0) FROM job WHERE job_type='SchedulerJob'")[0][0]
+        self.stop_component("scheduler")
+        self.airflow["scheduler"].extra_env["AIRFLOW__CORE__EXECUTOR"] = executor
+        self.start_component("scheduler")
+
+        def running() -> bool:
+            service = self.airflow["scheduler"].service
+            if service is None or not service.alive():
+                raise DeploymentError(f"scheduler exited:\n{service.log_tail() if service else ''}")
+            rows = self.sql(
+                "SELECT count(*) FROM job WHERE job_type='SchedulerJob' AND state='running' AND id > %s",
+                (last,),
+            )
+            return rows[0][0] >= 1
+
+        wait_for(running, 180, f"the scheduler with {executor}", interval=1)
 
     def _api_healthy(self) -> bool:
         service = self.airflow["api-server"].service

@@ -10,9 +10,11 @@ URL, and serves until SIGTERM.
 The control port stands for what a person does in the CRM and what a test needs to observe:
 
 * ``GET /stats``: the emulator's counters; ``POST /stats_reset``;
-* ``POST /reserve {"n": N, "completed": false}``: N activity IDs no earlier call returned, pending
+* ``POST /reserve {"n": N, "completed": false, "min_id": 1}``: N activity IDs no earlier call returned, pending
   (not completed) ones by default; each scenario waits on its own activities;
 * ``POST /complete {"ids": [...]}``: mark activities completed (as a user closing a call);
+* ``POST /complete_after_read {"ids": [...]}``: complete each activity right after the first REST
+  request naming its ID was answered (a sensor's poke): the quickest possible deferral;
 * ``POST /oauth_connection``: a fresh OAuth connection dict (a new token pair, as after installing the app);
 * ``POST /token_lifetime {"seconds": S}``: access tokens issued from now on live S seconds;
 * ``POST /expire_tokens``: expire every access token now;
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from airflow_provider_b24.testing import Bitrix24Emulator
 
@@ -75,15 +79,50 @@ class _ArmedFaults:
         self.faults.clear()
 
 
-def _handler(emulator: Bitrix24Emulator, armed: _ArmedFaults) -> type[BaseHTTPRequestHandler]:
+class _CompleteAfterRead:
+    """Complete activities right after the first answered REST request that names their ID."""
+
+    def __init__(self, emulator: Bitrix24Emulator) -> None:
+        self.store = emulator.store
+        self.lock = threading.Lock()
+        self.watch: dict[int, re.Pattern[str]] = {}
+        portal = emulator.portal
+        original = portal.handle
+
+        def handle(request: Any) -> Any:
+            response = original(request)
+            if self.watch and request.path.startswith("/rest/") and response.status == 200:
+                self._check(unquote_plus(request.query + "&" + request.body.decode(errors="replace")))
+            return response
+
+        portal.handle = handle  # type: ignore[method-assign]
+
+    def arm(self, ids: list[int]) -> None:
+        with self.lock:
+            for activity_id in ids:
+                # An ID as a value ("=1234", ": 1234", "[1234,"), never a list index ("[3]").
+                self.watch[int(activity_id)] = re.compile(rf"(?<![0-9\[]){int(activity_id)}(?![0-9\]])")
+
+    def _check(self, text: str) -> None:
+        with self.lock:
+            hits = [i for i, pattern in self.watch.items() if pattern.search(text)]
+            for activity_id in hits:
+                del self.watch[activity_id]
+        for activity_id in hits:
+            self.store.complete(activity_id)
+
+
+def _handler(
+    emulator: Bitrix24Emulator, armed: _ArmedFaults, after_read: _CompleteAfterRead
+) -> type[BaseHTTPRequestHandler]:
     reserved: set[int] = set()
     reserve_lock = threading.Lock()
 
-    def reserve(n: int, completed: bool) -> list[int]:
+    def reserve(n: int, completed: bool, min_id: int) -> list[int]:
         found: list[int] = []
         with reserve_lock:
             for activity_id in emulator.store.ids():
-                if activity_id in reserved:
+                if activity_id in reserved or activity_id < min_id:
                     continue
                 row = emulator.store.get(activity_id) or {}
                 if (row.get("COMPLETED") == "Y") == completed:
@@ -126,10 +165,14 @@ def _handler(emulator: Bitrix24Emulator, armed: _ArmedFaults) -> type[BaseHTTPRe
                 emulator.stats_reset()
                 return {"ok": True}
             if self.path == "/reserve":
-                return {"ids": reserve(int(body["n"]), bool(body.get("completed", False)))}
+                completed, min_id = bool(body.get("completed", False)), int(body.get("min_id", 1))
+                return {"ids": reserve(int(body["n"]), completed, min_id)}
             if self.path == "/complete":
                 for activity_id in body["ids"]:
                     emulator.store.complete(int(activity_id))
+                return {"ok": True}
+            if self.path == "/complete_after_read":
+                after_read.arm([int(i) for i in body["ids"]])
                 return {"ok": True}
             if self.path == "/oauth_connection":
                 return emulator.oauth_connection()
@@ -154,11 +197,12 @@ def main(config_path: str) -> int:
     config = json.loads(Path(config_path).read_text())
     emulator = Bitrix24Emulator(**config["emulator"])
     armed = _ArmedFaults(emulator)
+    after_read = _CompleteAfterRead(emulator)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     emulator.start()
-    control = ThreadingHTTPServer(("127.0.0.1", 0), _handler(emulator, armed))
+    control = ThreadingHTTPServer(("127.0.0.1", 0), _handler(emulator, armed, after_read))
     control.daemon_threads = True
     threading.Thread(target=control.serve_forever, daemon=True).start()
     try:
