@@ -51,7 +51,8 @@ from airflow_provider_b24.client.client import LoggerLike
 
 VARIABLE_PREFIX = "bitrix24_token__"
 #: How long a process that lost a refresh race waits for the winner's pair to appear in the Variable.
-ADOPT_TIMEOUT_S = 30.0
+#: (The winner saves right after its refresh answer: typically well under a second.)
+ADOPT_TIMEOUT_S = 10.0
 #: How often it re-reads the Variable meanwhile.
 ADOPT_POLL_INTERVAL_S = 0.5
 
@@ -104,6 +105,7 @@ class AirflowVariableTokenStore:
         self._seed = seed
         self._memory: TokenPair | None = None
         self._variable_writable = True
+        self._variable_readable = True
         self._warned = False
         self._guard = threading.Lock()
         self.log: LoggerLike = logger or logging.getLogger(__name__)
@@ -122,7 +124,9 @@ class AirflowVariableTokenStore:
             raw: Any = Variable.get(self.name, default=None)
         except Exception as exc:  # no API (plain script) or a backend failure: seeds/memory apply
             self.log.debug("Bitrix24 token Variable %s not readable (%s)", self.name, type(exc).__name__)
+            self._variable_readable = False
             return None
+        self._variable_readable = True
         if raw in (None, ""):
             return None
         try:
@@ -183,11 +187,14 @@ class AirflowVariableTokenStore:
         Another worker or the triggerer (possibly on another machine) spent the same refresh token
         first; it saves the new pair right after its refresh. Re-read the Variable every
         ``poll_interval`` seconds for at most ``adopt_timeout`` seconds and return the first pair
-        whose refresh token differs from ``spent``'s.
+        whose refresh token differs from ``spent``'s. Without a Variable API (a plain script) there is
+        nothing to wait for: ``None`` at once.
         """
         deadline = self._clock() + self.adopt_timeout
         while True:
             pair = self._read_variable()
+            if not self._variable_readable:
+                return None  # no shared store here (a plain script): nobody can hand a pair over
             if pair is not None and pair.refresh_token and pair.refresh_token != spent.refresh_token:
                 mask_secrets(pair.access_token, pair.refresh_token)
                 with self._guard:

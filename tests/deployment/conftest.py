@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from deploy_harness import Deployment
 
 pytestmark = pytest.mark.deployment

@@ -21,7 +21,6 @@ import contextlib
 import glob
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -319,7 +318,9 @@ class Deployment:
     def db_url(self) -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.pg_port}/airflow"
 
-    def sql(self, query: str, params: Mapping[str, Any] | tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    def sql(
+        self, query: str, params: Mapping[str, Any] | tuple[Any, ...] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Rows of a read query on the metadata DB."""
         import psycopg2
 
@@ -337,7 +338,9 @@ class Deployment:
         folder.mkdir()
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.path.exists(server):
-            raise DeploymentError("redis-server not found: install Debian's redis-server package (.ci/run does)")
+            raise DeploymentError(
+                "redis-server not found: install Debian's redis-server package (.ci/run does)"
+            )
         argv = [server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(folder), "--daemonize", "no"]  # fmt: skip
         service = start_service("redis", argv, env=os.environ, cwd=folder, logs=self.logs)
@@ -346,7 +349,10 @@ class Deployment:
         def ready() -> bool:
             if not service.alive():
                 raise DeploymentError(f"redis-server exited:\n{service.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.redis_port), 1) as s:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.redis_port), 1) as s,
+            ):
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
             return False
@@ -392,7 +398,7 @@ class Deployment:
             "s3",
             endpoint_url=self.s3_endpoint,
             aws_access_key_id="deployment",
-            aws_secret_access_key="deployment-secret",  # noqa: S106 - SeaweedFS runs without auth here
+            aws_secret_access_key="deployment-secret",
             region_name="us-east-1",
             config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
         )

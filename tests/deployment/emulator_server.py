@@ -10,8 +10,8 @@ URL, and serves until SIGTERM.
 The control port stands for what a person does in the CRM and what a test needs to observe:
 
 * ``GET /stats``: the emulator's counters; ``POST /stats_reset``;
-* ``POST /reserve {"n": N, "completed": false, "min_id": 1}``: N activity IDs no earlier call returned, pending
-  (not completed) ones by default; each scenario waits on its own activities;
+* ``POST /reserve {"n": N, "completed": false, "min_id": 1}``: N activity IDs no earlier call
+  returned, pending (not completed) ones by default; each scenario waits on its own activities;
 * ``POST /complete {"ids": [...]}``: mark activities completed (as a user closing a call);
 * ``POST /complete_after_read {"ids": [...]}``: complete each activity right after the first REST
   request naming its ID was answered (a sensor's poke): the quickest possible deferral;

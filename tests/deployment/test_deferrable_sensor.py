@@ -120,7 +120,8 @@ def check_fetched(dep: Deployment, batch: Batch) -> None:
     for run_id, ids in batch.runs.items():
         for task_id in ("wait", "fetch"):
             rows = dep.sql(
-                "SELECT count(*) FROM xcom WHERE dag_id=%s AND run_id=%s AND task_id=%s AND key='return_value'",
+                "SELECT count(*) FROM xcom WHERE dag_id=%s AND run_id=%s AND task_id=%s "
+                "AND key='return_value'",
                 (batch.dag_id, run_id, task_id),
             )
             assert rows[0][0] == 1, (run_id, task_id, rows)

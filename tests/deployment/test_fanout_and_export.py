@@ -39,10 +39,10 @@ def test_mapped_fetch_fans_out_on_both_workers_within_the_pool(
     after = dep.emulator.stats()
     rows = [r for r in dep.task_rows(dag_id) if r["run_id"] == run_id]
     chunks = [r for r in rows if r["task_id"] == "fetch_chunk"]
+    pattern = f"dag_id={dag_id}/run_id={run_id}/task_id=fetch_chunk/**/*.log"
     logs_per_worker = {
-        name: len(list((dep.airflow[name].home / "logs").glob(f"dag_id={dag_id}/run_id={run_id}/task_id=fetch_chunk/**/*.log")))
-        for name in ("worker1", "worker2")
-    }  # fmt: skip
+        name: len(list((dep.airflow[name].home / "logs").glob(pattern))) for name in ("worker1", "worker2")
+    }
     result = {
         "duration_s": round(time.monotonic() - started, 1),
         "chunks": len(chunks),
@@ -72,17 +72,31 @@ def test_export_to_s3_on_one_worker_read_back_on_the_other(
     emu = dep.emulator
     assert emu is not None
     dag_id, key = "deploy_export_s3", "activities/2024/all.jsonl"
-    conf = {"key": key, "updated_from": "2024-01-01T00:00:00+00:00", "updated_to": "2025-01-01T00:00:00+00:00"}
+    conf = {
+        "key": key,
+        "updated_from": "2024-01-01T00:00:00+00:00",
+        "updated_to": "2025-01-01T00:00:00+00:00",
+    }
     before = emu.stats()
     started = time.monotonic()
 
     # 1. The portal denies access after the first page batch: the try fails midway.
-    emu.fault("error", "batch", after=1, times=1, status=403, error="ACCESS_DENIED", error_description="Access denied")
+    emu.fault(
+        "error",
+        "batch",
+        after=1,
+        times=1,
+        status=403,
+        error="ACCESS_DENIED",
+        error_description="Access denied",
+    )
     failed_run = dep.trigger(dag_id, conf, run_id="export_fails_midway")
     assert dep.wait_runs_finished(dag_id, [failed_run], timeout=600) == {failed_run: "failed"}
     states = {r["task_id"]: r for r in dep.task_rows(dag_id) if r["run_id"] == failed_run}
     assert states["export"]["state"] == "failed" and states["export"]["try_number"] == 1, states
-    denied = emu.stats()["error_codes"].get("ACCESS_DENIED", 0) - before["error_codes"].get("ACCESS_DENIED", 0)
+    denied = emu.stats()["error_codes"].get("ACCESS_DENIED", 0) - before["error_codes"].get(
+        "ACCESS_DENIED", 0
+    )
     assert denied == 1  # it failed on the injected error, after a first batch of pages had been read
     assert dep.s3_keys("activities/") == []  # neither the final key nor a temporary one
     emu.call("/faults_clear")
@@ -97,7 +111,9 @@ def test_export_to_s3_on_one_worker_read_back_on_the_other(
     assert dep.s3_keys("activities/") == [key]
     assert summary["path"].endswith(f"{BUCKET}/{key}") and summary["rows"] > 2500, summary
     assert read["rows"] == summary["rows"] == read["unique"], (summary, read)
-    assert Path(read["airflow_home"]).name == "worker2" and Path(exported_by["airflow_home"]).name == "worker1"
+    assert (
+        Path(read["airflow_home"]).name == "worker2" and Path(exported_by["airflow_home"]).name == "worker1"
+    )
     ok_rows = [r for r in dep.task_rows(dag_id) if r["run_id"] == ok_run]
     assert all(r["state"] == "success" and int(r["try_number"]) == 1 for r in ok_rows), ok_rows
     measurements["export_s3"] = {

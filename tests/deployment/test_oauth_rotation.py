@@ -38,7 +38,9 @@ def test_tokens_rotated_by_two_workers_and_the_triggerer(
         run_id = dep.trigger(DAG_ID, {"seconds": 30, "calls_per_task": 15, "activity_ids": [activity_id]})
 
         def callers_done() -> bool:
-            rows = [r for r in dep.task_rows(DAG_ID) if r["run_id"] == run_id and r["task_id"].startswith("call_")]
+            rows = [
+                r for r in dep.task_rows(DAG_ID) if r["run_id"] == run_id and r["task_id"].startswith("call_")
+            ]
             return len(rows) == 4 and all(r["state"] in ("success", "failed") for r in rows)
 
         wait_for(callers_done, 300, "the four portal-calling tasks", interval=1)
@@ -49,7 +51,9 @@ def test_tokens_rotated_by_two_workers_and_the_triggerer(
         emu.call("/token_lifetime", {"seconds": 3600})
 
     rows = [r for r in dep.task_rows(DAG_ID) if r["run_id"] == run_id]
-    calls = {r["task_id"]: dep.xcom(DAG_ID, run_id, r["task_id"]) for r in rows if r["task_id"].startswith("call_")}
+    calls = {
+        r["task_id"]: dep.xcom(DAG_ID, run_id, r["task_id"]) for r in rows if r["task_id"].startswith("call_")
+    }
     homes = {value["airflow_home"] for value in calls.values()}
     result = {
         "duration_s": round(time.monotonic() - started, 1),
@@ -59,7 +63,8 @@ def test_tokens_rotated_by_two_workers_and_the_triggerer(
         "invalid_grant_served_and_recovered": after["token_errors"] - before["token_errors"],
         "expired_token_401": after["rejected_auth"] - before["rejected_auth"],
         "refreshes_by_task": {task: value["refreshes"] for task, value in sorted(calls.items())},
-        "refreshes_by_triggerer": after["token_refreshes"] - before["token_refreshes"]
+        "refreshes_by_triggerer": after["token_refreshes"]
+        - before["token_refreshes"]
         - sum(value["refreshes"] for value in calls.values()),
         "tis_failed": sum(r["state"] != "success" for r in rows),
         "tis_retried": sum(int(r["try_number"]) > 1 for r in rows),

@@ -117,8 +117,11 @@ with DAG(
     schedule=None,
     start_date=START,
     catchup=False,
-    params={"key": "activities/2024/all.jsonl", "updated_from": "2024-01-01T00:00:00+00:00",
-            "updated_to": "2025-01-01T00:00:00+00:00"},  # fmt: skip
+    params={
+        "key": "activities/2024/all.jsonl",
+        "updated_from": "2024-01-01T00:00:00+00:00",
+        "updated_to": "2025-01-01T00:00:00+00:00",
+    },
     tags=["deployment"],
 ) as deploy_export_s3:
     export = Bitrix24ExportActivitiesOperator(

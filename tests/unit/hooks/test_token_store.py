@@ -43,8 +43,12 @@ def variables() -> Iterator[dict[str, str]]:
     """The metadata DB's Variables, as every process of a deployment sees them."""
     stored: dict[str, str] = {}
     with (
-        mock.patch("airflow.sdk.Variable.get", side_effect=lambda key, default=None: stored.get(key, default)),
-        mock.patch("airflow.sdk.Variable.set", side_effect=lambda key, value, **kw: stored.update({key: value})),
+        mock.patch(
+            "airflow.sdk.Variable.get", side_effect=lambda key, default=None: stored.get(key, default)
+        ),
+        mock.patch(
+            "airflow.sdk.Variable.set", side_effect=lambda key, value, **kw: stored.update({key: value})
+        ),
     ):
         yield stored
 
@@ -59,7 +63,9 @@ def machine_store(conn_id: str, clock: FakeClock, tmp_path: Any, name: str) -> A
 
 def test_wait_for_newer_adopts_the_pair_saved_by_another_process(variables: dict[str, str]) -> None:
     clock = FakeClock()
-    store = AirflowVariableTokenStore("b24", P0, adopt_timeout=5, poll_interval=0.5, clock=clock, sleep=clock.sleep)
+    store = AirflowVariableTokenStore(
+        "b24", P0, adopt_timeout=5, poll_interval=0.5, clock=clock, sleep=clock.sleep
+    )
     reads = iter([None, json.dumps(P0.to_dict()), json.dumps(P1.to_dict())])
 
     def get(key: str, default: Any = None) -> Any:
@@ -74,7 +80,9 @@ def test_wait_for_newer_adopts_the_pair_saved_by_another_process(variables: dict
 
 def test_wait_for_newer_gives_up_after_the_timeout(variables: dict[str, str]) -> None:
     clock = FakeClock()
-    store = AirflowVariableTokenStore("b24", P0, adopt_timeout=5, poll_interval=0.5, clock=clock, sleep=clock.sleep)
+    store = AirflowVariableTokenStore(
+        "b24", P0, adopt_timeout=5, poll_interval=0.5, clock=clock, sleep=clock.sleep
+    )
     variables[variable_name("b24")] = json.dumps(P0.to_dict())  # nobody saved a newer pair
     assert store.wait_for_newer(P0) is None
     assert clock.now == pytest.approx(5.0)
@@ -91,7 +99,9 @@ def test_lost_refresh_race_across_machines_adopts_the_winners_pair(
     """Worker B (another host) spends refresh-0 just after worker A did: B uses A's pair, no failure."""
     clock = FakeClock()
     store_b = machine_store("b24", clock, tmp_path, "machine-b")
-    auth_b = OAuthAuth(client_id="app", client_secret="s3cr3t", store=store_b, oauth_server="https://oauth.example.com")
+    auth_b = OAuthAuth(
+        client_id="app", client_secret="s3cr3t", store=store_b, oauth_server="https://oauth.example.com"
+    )
     assert auth_b.access_token() == "access-0"
     spent: set[str] = set()
 
@@ -120,7 +130,9 @@ def test_lost_refresh_race_without_the_winners_pair_still_fails(
     """The limit: if the winner never saves its pair, invalid_grant is raised after the bounded wait."""
     clock = FakeClock()
     store = machine_store("b24", clock, tmp_path, "machine-b")
-    auth = OAuthAuth(client_id="app", client_secret="s3cr3t", store=store, oauth_server="https://oauth.example.com")
+    auth = OAuthAuth(
+        client_id="app", client_secret="s3cr3t", store=store, oauth_server="https://oauth.example.com"
+    )
     with requests_mock.Mocker() as m, requests.Session() as session:
         m.post(TOKEN_URL, status_code=400, json={"error": "invalid_grant", "error_description": "spent"})
         with pytest.raises(Bitrix24AuthError, match="invalid_grant") as info:
@@ -132,9 +144,13 @@ def test_lost_refresh_race_without_the_winners_pair_still_fails(
 def test_other_auth_errors_are_not_waited_for(variables: dict[str, str], tmp_path: Any) -> None:
     clock = FakeClock()
     store = machine_store("b24", clock, tmp_path, "machine-b")
-    auth = OAuthAuth(client_id="app", client_secret="s3cr3t", store=store, oauth_server="https://oauth.example.com")
+    auth = OAuthAuth(
+        client_id="app", client_secret="s3cr3t", store=store, oauth_server="https://oauth.example.com"
+    )
     with requests_mock.Mocker() as m, requests.Session() as session:
-        m.post(TOKEN_URL, status_code=401, json={"error": "invalid_client", "error_description": "bad client"})
+        m.post(
+            TOKEN_URL, status_code=401, json={"error": "invalid_client", "error_description": "bad client"}
+        )
         with pytest.raises(Bitrix24AuthError):
             auth.refresh(session, stale_access_token="access-0", timeout=(1, 1), verify=True)
     assert clock.sleeps == []
@@ -143,9 +159,22 @@ def test_other_auth_errors_are_not_waited_for(variables: dict[str, str], tmp_pat
 def test_winner_saves_its_pair_for_the_other_machines(variables: dict[str, str], tmp_path: Any) -> None:
     clock = FakeClock()
     store = machine_store("b24", clock, tmp_path, "machine-a")
-    auth = OAuthAuth(client_id="app", client_secret="s3cr3t", store=store, oauth_server="https://oauth.example.com")
+    auth = OAuthAuth(
+        client_id="app", client_secret="s3cr3t", store=store, oauth_server="https://oauth.example.com"
+    )
     with requests_mock.Mocker() as m, requests.Session() as session:
         m.post(TOKEN_URL, json={"access_token": "access-1", "refresh_token": "refresh-1", "expires_in": 3600})
         assert auth.refresh(session, stale_access_token="access-0", timeout=(1, 1), verify=True) is True
     saved = json.loads(variables[variable_name("b24")])
     assert saved["refresh_token"] == "refresh-1" and saved["access_token"] == "access-1"
+
+
+def test_no_variable_api_means_no_wait() -> None:
+    """A plain script (no Variable API) has no shared store: invalid_grant is reported at once."""
+    clock = FakeClock()
+    store = AirflowVariableTokenStore(
+        "b24", P0, adopt_timeout=5, poll_interval=0.5, clock=clock, sleep=clock.sleep
+    )
+    with mock.patch("airflow.sdk.Variable.get", side_effect=ImportError("no supervisor")):
+        assert store.wait_for_newer(P0) is None
+    assert clock.sleeps == []

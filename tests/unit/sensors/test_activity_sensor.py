@@ -404,6 +404,7 @@ def test_deferrable_defers_with_plain_trigger_and_sensor_timeout() -> None:
         "until": "completed",
         "poll_interval": 15.0,
         "select": ["ID", "SUBJECT", "COMPLETED"],
+        "first_poll_delay": None,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert portal.requests == 1
@@ -465,3 +466,19 @@ def test_deferral_timeout_raises_sensor_timeout_or_skips() -> None:
 def test_poke_return_value_type() -> None:
     portal = FakePortal({1: _row(1, True)})
     assert isinstance(make_sensor(portal, activity_ids=[1]).poke({}), PokeReturnValue)
+
+
+def test_deferrable_passes_first_poll_delay_to_the_trigger() -> None:
+    portal = FakePortal()
+    sensor = make_sensor(portal, activity_ids=[1], deferrable=True, first_poll_delay=4.5)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute({})
+    assert info.value.trigger.serialize()[1]["first_poll_delay"] == 4.5
+
+
+def test_deferrable_sensor_defaults_to_one_retry() -> None:
+    """A retry recovers a try failed by Airflow's deferral race (docs/sensor.md); explicit values win."""
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 1
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True, retries=0).retries == 0
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True, retries=3).retries == 3
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=False).retries == 0

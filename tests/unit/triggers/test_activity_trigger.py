@@ -28,6 +28,7 @@ from airflow_provider_b24.exceptions import (
 )
 from airflow_provider_b24.triggers.activity import (
     Bitrix24ActivityTrigger,
+    default_first_poll_delay,
     evaluate_activities,
     format_ids,
     validate_until,
@@ -104,6 +105,7 @@ def portal(monkeypatch: pytest.MonkeyPatch) -> Portal:
 def trigger(**kwargs: Any) -> Bitrix24ActivityTrigger:
     kwargs.setdefault("activity_ids", [1, 2])
     kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("first_poll_delay", 0)  # these tests are about the poll loop, not its start
     return Bitrix24ActivityTrigger(**kwargs)
 
 
@@ -131,6 +133,7 @@ def test_serialize_exact() -> None:
             "until": "exists",
             "poll_interval": 30.0,
             "select": ["SUBJECT"],
+            "first_poll_delay": None,
         },
     )
 
@@ -144,8 +147,36 @@ def test_serialize_defaults() -> None:
             "until": "completed",
             "poll_interval": 60.0,
             "select": None,
+            "first_poll_delay": None,
         },
     )
+
+
+def test_default_first_poll_delay_rule() -> None:
+    """max(poll_interval, 10 s): the sensor just poked; see docs/sensor.md, "The deferral race"."""
+    assert default_first_poll_delay(2) == 10.0
+    assert default_first_poll_delay(0.05) == 10.0
+    assert default_first_poll_delay(60) == 60.0
+
+
+def test_first_poll_waits_first_poll_delay(portal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first poll happens first_poll_delay seconds after the trigger starts (None: the default rule)."""
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr("airflow_provider_b24.triggers.activity.asyncio.sleep", fake_sleep)
+    portal.rows = {1: _row(1, True), 2: _row(2, True)}
+    for delay, expected in ((None, [10.0]), (3.5, [3.5]), (0, [])):
+        sleeps.clear()
+        before = portal.requests
+        events = asyncio.run(collect(trigger(poll_interval=2, first_poll_delay=delay)))
+        assert [e.payload["status"] for e in events] == ["success"]
+        assert sleeps == expected and portal.requests - before == 1
+    assert trigger(first_poll_delay=3.5).serialize()[1]["first_poll_delay"] == 3.5
 
 
 def test_serialize_is_json_plain_and_rebuilds_the_trigger() -> None:
