@@ -18,6 +18,10 @@ Every :class:`Bitrix24Error` carries ``code``, ``description``, ``http_status``,
     ├── Bitrix24PortalDeleted
     ├── Bitrix24ServerError                     5xx, INTERNAL_SERVER_ERROR, HTML error pages (retried)
     └── Bitrix24TransportError                  connection, TLS, timeout, unreadable body
+
+The failure policy every adapter follows is :func:`error_outcome` (one rule: the error's
+``retryable``): ``FAIL`` fails the task without Airflow retries, ``RETRY`` polls again or lets Airflow
+retry, ``UNEXPECTED`` (not a Bitrix24 error) is raised as it is.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ from airflow_provider_b24.client.errors import (
     Bitrix24ServerError,
     Bitrix24TokenExpired,
     Bitrix24TransportError,
+    ErrorOutcome,
     classify_error,
+    error_outcome,
+    is_permanent,
+    seconds_until_retry,
 )
 
 __all__ = [
@@ -57,5 +65,9 @@ __all__ = [
     "Bitrix24ServerError",
     "Bitrix24TokenExpired",
     "Bitrix24TransportError",
+    "ErrorOutcome",
     "classify_error",
+    "error_outcome",
+    "is_permanent",
+    "seconds_until_retry",
 ]

@@ -128,7 +128,7 @@ class OursOperator(Contender):
 
     def export(self, path: Path) -> int:
         try:
-            from airflow_provider_b24.operators.activity import Bitrix24ExportActivitiesOperator
+            from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator
         except ImportError:
             from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator
 

@@ -49,7 +49,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from airflow_provider_b24.export import is_local_path, read_jsonl
-from airflow_provider_b24.operators.activity import Bitrix24ExportActivitiesOperator
+from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ is built only from those fields (never from a URL or a request body), so it cann
 from __future__ import annotations
 
 import re
+import time
+from enum import StrEnum
 from typing import Any
 
 
@@ -262,6 +264,50 @@ def classify_error(
     return cls(desc_text, **kwargs)
 
 
+# --------------------------------------------------------------------------------------------------
+# The failure policy: one rule for every adapter (operators, sensor, triggers)
+# --------------------------------------------------------------------------------------------------
+
+
+class ErrorOutcome(StrEnum):
+    """What an Airflow adapter does with an error that reached it (after the client's own retries)."""
+
+    #: Repeating the work cannot succeed (bad credentials, missing scope, not found, a bad request, a
+    #: manual block, a TLS certificate the machine does not trust...): fail now, without Airflow retries.
+    FAIL = "fail"
+    #: A transient Bitrix24 error that outlived the client's retries (rate limit, 5xx, network): poll
+    #: again later (sensor, trigger) or let Airflow's ``retries`` run the task again (operators).
+    RETRY = "retry"
+    #: Not a Bitrix24 error (a bug, a missing Airflow connection...): raised as it is by a task (so
+    #: Airflow's ``retries`` apply); a trigger ends with an error event instead of polling forever.
+    UNEXPECTED = "unexpected"
+
+
+def error_outcome(error: BaseException) -> ErrorOutcome:
+    """The failure policy: the client's ``retryable`` verdict decides, for every adapter alike."""
+    if not isinstance(error, Bitrix24Error):
+        return ErrorOutcome.UNEXPECTED
+    return ErrorOutcome.RETRY if error.retryable else ErrorOutcome.FAIL
+
+
+def is_permanent(error: BaseException) -> bool:
+    """``True`` for a Bitrix24 error that retrying cannot fix (see :func:`error_outcome`)."""
+    return error_outcome(error) is ErrorOutcome.FAIL
+
+
+#: Seconds to wait past a 429's ``operating_reset_at`` (the portal reports whole seconds).
+OPERATING_RESET_MARGIN_S: float = 1.0
+
+
+def seconds_until_retry(error: BaseException, interval: float, *, now: float | None = None) -> float:
+    """How long to wait before asking again after a transient ``error``: ``interval``, or longer for a
+    429 ``OPERATION_TIME_LIMIT`` (until its ``reset_at`` plus :data:`OPERATING_RESET_MARGIN_S`)."""
+    if isinstance(error, Bitrix24OperationTimeLimit) and error.reset_at:
+        current = time.time() if now is None else now
+        return max(float(interval), float(error.reset_at) - current + OPERATING_RESET_MARGIN_S)
+    return float(interval)
+
+
 __all__ = [
     "Bitrix24AccessDenied",
     "Bitrix24AuthError",
@@ -278,5 +324,9 @@ __all__ = [
     "Bitrix24ServerError",
     "Bitrix24TokenExpired",
     "Bitrix24TransportError",
+    "ErrorOutcome",
     "classify_error",
+    "error_outcome",
+    "is_permanent",
+    "seconds_until_retry",
 ]

@@ -3,15 +3,15 @@
 :class:`Bitrix24GetActivitiesOperator` fetches activities by ID (typically IDs an upstream task
 produced) and pushes them, parsed and typed, to XCom. It is a thin adapter: ID coercion, the
 fetch-by-ID strategy and parsing live in :mod:`airflow_provider_b24.activities` (no Airflow there),
-HTTP, retries and rate limits in the hook's client. The module-level helpers (error mapping, ID-list
-formatting, progress logging) are shared with the other operators of this module.
+HTTP, retries and rate limits in the hook's client, the failure policy in
+:mod:`airflow_provider_b24.failures`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import warnings
+from collections.abc import Sequence
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
@@ -29,43 +29,21 @@ from airflow_provider_b24.activities import (
     coerce_activity_ids,
     coerce_select,
     fetch_activities,
+    format_ids,
     max_requests,
     parse_activities,
 )
-from airflow_provider_b24.exceptions import (
-    Bitrix24AccessDenied,
-    Bitrix24AuthError,
-    Bitrix24BadRequest,
-    Bitrix24ConfigError,
-    Bitrix24NotFound,
-    Bitrix24Overloaded,
-    Bitrix24PortalDeleted,
-)
+from airflow_provider_b24.failures import permanent_errors_fail_the_task
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["XCOM_WARN_THRESHOLD", "Bitrix24GetActivitiesOperator", "OnMissing"]
+__all__ = ["XCOM_WARN_THRESHOLD", "Bitrix24GetActivitiesOperator", "OnMissing", "format_ids"]
 
 #: More activities than this in one XCom is a smell (the metadata DB stores XComs): warn and point
 #: to the export operator.
 XCOM_WARN_THRESHOLD: Final = 20_000
-
-#: How many missing IDs a failure message lists before summarising the rest as a count.
-MISSING_IDS_SHOWN: Final = 20
-
-#: Errors that will not fix themselves: failing the task at once beats burning Airflow retries.
-#: (Transient ones — rate limits that outlived the client's waits, 5xx, network — propagate.)
-PERMANENT_ERRORS: Final = (
-    Bitrix24AuthError,
-    Bitrix24AccessDenied,  # includes a missing scope
-    Bitrix24NotFound,
-    Bitrix24BadRequest,
-    Bitrix24ConfigError,
-    Bitrix24Overloaded,  # a manual block that only Bitrix24 support lifts
-    Bitrix24PortalDeleted,
-)
 
 
 class OnMissing(StrEnum):
@@ -85,28 +63,6 @@ def _choice(enum: type[StrEnum], name: str, value: Any) -> Any:
     except ValueError:
         choices = ", ".join(repr(member.value) for member in enum)
         raise ValueError(f"{name} must be one of {choices}; got {value!r}") from None
-
-
-def format_ids(ids: Sequence[object], limit: int = MISSING_IDS_SHOWN) -> str:
-    """``"1, 2, 3"``, or the first ``limit`` items followed by ``"... and N more"``."""
-    shown = ", ".join(str(i) for i in ids[:limit])
-    return f"{shown}, ... and {len(ids) - limit} more" if len(ids) > limit else shown
-
-
-@contextmanager
-def permanent_errors_fail_the_task(what: str) -> Iterator[None]:
-    """Turn Bitrix24 errors that retrying cannot fix into ``AirflowFailException`` (no Airflow retries).
-
-    Auth, scope, access, not-found and bad-request errors, a wrong connection and a manual overload
-    block fail the task; transient errors (rate limits that outlived the client's own waiting, server
-    faults, network trouble) propagate unchanged so Airflow's ``retries`` apply.
-    """
-    try:
-        yield
-    except PERMANENT_ERRORS as err:
-        if getattr(err, "retryable", False):
-            raise
-        raise AirflowFailException(f"{what} failed: {err} ({type(err).__name__}; not retrying)") from err
 
 
 class _ProgressLog:
@@ -266,9 +222,14 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
 
 
 def __getattr__(name: str) -> Any:
-    """``Bitrix24ExportActivitiesOperator`` lives in :mod:`.export`; importable from here too (lazily,
-    so that neither module's import pays for the other)."""
+    """Deprecated path: ``Bitrix24ExportActivitiesOperator`` lives in :mod:`.export`; import it there."""
     if name == "Bitrix24ExportActivitiesOperator":
+        warnings.warn(
+            "Importing Bitrix24ExportActivitiesOperator from airflow_provider_b24.operators.activity is "
+            "deprecated and stops working in 0.3.0; import it from airflow_provider_b24.operators.export.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator
 
         return Bitrix24ExportActivitiesOperator

@@ -26,7 +26,7 @@ from airflow_provider_b24.export import (
     is_local_path,
     validate_format,
 )
-from airflow_provider_b24.operators.activity import permanent_errors_fail_the_task
+from airflow_provider_b24.failures import permanent_errors_fail_the_task
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -32,15 +32,16 @@ from airflow_provider_b24.activities import (
     fetch_activities,
     parse_activity,
 )
-from airflow_provider_b24.exceptions import Bitrix24Error, Bitrix24OperationTimeLimit
-from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
-from airflow_provider_b24.triggers.activity import (
+from airflow_provider_b24.activities.waiting import (
     UNTIL_COMPLETED,
-    Bitrix24ActivityTrigger,
     evaluate_activities,
     select_for,
     validate_until,
 )
+from airflow_provider_b24.exceptions import Bitrix24OperationTimeLimit, ErrorOutcome, error_outcome
+from airflow_provider_b24.failures import fail_task, raise_for_error_event
+from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -63,7 +64,8 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
     Errors while poking:
 
     * invalid IDs or ``select``: ``AirflowFailException`` before any request;
-    * auth, scope, access and malformed-request errors: ``AirflowFailException`` (no Airflow retries);
+    * auth, scope, access, malformed-request and TLS-trust errors: ``AirflowFailException`` (no
+      Airflow retries); the policy is :mod:`airflow_provider_b24.failures`, shared with the operators;
     * HTTP 429 ``OPERATION_TIME_LIMIT``: not a failure; no request is sent again before the portal's
       reset time (poke mode skips pokes until then, reschedule mode reschedules to it);
     * other transient errors that outlived the client's retries (rate limit, 5xx, network): logged
@@ -158,11 +160,14 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
             raise AirflowFailException(f"{self.task_id}: {error}") from error
         except Bitrix24OperationTimeLimit as error:
             return self._operation_time_limit(error)
-        except Bitrix24Error as error:
-            if error.retryable:
+        except Exception as error:
+            outcome = error_outcome(error)
+            if outcome is ErrorOutcome.RETRY:
                 self.log.warning("Bitrix24 poll failed, will poke again: %s", error)
                 return PokeReturnValue(is_done=False)
-            raise AirflowFailException(f"{self.task_id}: {type(error).__name__}: {error}") from error
+            if outcome is ErrorOutcome.FAIL:
+                raise fail_task(f"{self.task_id}: polling Bitrix24", error) from error
+            raise
 
         status = evaluate_activities(result.activities, result.missing_ids, self.until)
         if not status.done:
@@ -229,7 +234,7 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
             rows = event.get("activities") or []
             self.log.info("Trigger reported %d activities ready", len(rows))
             return [parse_activity(row) for row in rows]
-        raise AirflowFailException(f"{self.task_id}: {event.get('message') or event!r}")
+        raise_for_error_event(self.task_id, event)
 
 
 def _iso(unix_time: float) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_b24.activities import format_ids
+from airflow_provider_b24.activities.waiting import evaluate_activities, validate_until
 from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
     Bitrix24AuthError,
@@ -26,13 +28,7 @@ from airflow_provider_b24.exceptions import (
     Bitrix24ServerError,
     Bitrix24TransportError,
 )
-from airflow_provider_b24.triggers.activity import (
-    Bitrix24ActivityTrigger,
-    default_first_poll_delay,
-    evaluate_activities,
-    format_ids,
-    validate_until,
-)
+from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger, default_first_poll_delay
 
 CLASSPATH = "airflow_provider_b24.triggers.activity.Bitrix24ActivityTrigger"
 
@@ -98,7 +94,7 @@ def portal(monkeypatch: pytest.MonkeyPatch) -> Portal:
         "airflow_provider_b24.hooks.bitrix24.Bitrix24Hook",
         lambda *, bitrix24_conn_id: FakeHook(portal, bitrix24_conn_id),
     )
-    monkeypatch.setattr("airflow_provider_b24.triggers.activity.OPERATING_RESET_MARGIN_S", 0.01)
+    monkeypatch.setattr("airflow_provider_b24.client.errors.OPERATING_RESET_MARGIN_S", 0.01)
     return portal
 
 
@@ -212,7 +208,7 @@ def test_helpers() -> None:
     assert validate_until("exists") == "exists"
     with pytest.raises(ValueError, match="until must be one of"):
         validate_until("COMPLETED")
-    assert format_ids(list(range(25)), limit=3) == "[0, 1, 2 ... and 22 more]"
+    assert format_ids(list(range(25)), limit=3) == "0, 1, 2, ... and 22 more"
     status = evaluate_activities([_row(1, True), _row(2)], [3], "completed")
     assert (status.done, status.missing_ids, status.pending_ids) == (False, [3], [2])
     assert evaluate_activities([_row(1), _row(2)], [], "exists").done is True
@@ -315,7 +311,10 @@ async def test_run_waits_past_operation_time_limit_reset(portal: Portal) -> None
 async def test_run_yields_one_error_event_for_unrecoverable_errors(portal: Portal, error: Exception) -> None:
     portal.raise_next = [error]
     events = await collect(trigger(activity_ids=[1]))
-    assert [e.payload for e in events] == [{"status": "error", "message": f"{type(error).__name__}: {error}"}]
+    outcome = "unexpected" if isinstance(error, RuntimeError) else "fail"
+    assert [e.payload for e in events] == [
+        {"status": "error", "message": f"{type(error).__name__}: {error}", "outcome": outcome}
+    ]
     assert portal.requests == 1
     assert portal.hooks[0].closed is True
 

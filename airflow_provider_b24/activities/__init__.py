@@ -60,6 +60,7 @@ __all__ = [
     "COMMUNICATION_FIELD_TYPES",
     "FILE_FIELD_TYPES",
     "IDS_PER_COMMAND",
+    "IDS_SHOWN",
     "MULTIPLE_FIELDS",
     "NO_DEADLINE_FIELDS",
     "SELECT_ONLY_FIELDS",
@@ -82,6 +83,7 @@ __all__ = [
     "coerce_activity_ids",
     "coerce_select",
     "fetch_activities",
+    "format_ids",
     "max_requests",
     "parse_activities",
     "parse_activity",
@@ -101,6 +103,16 @@ DEFAULT_CONCURRENCY: Final = 4
 SELECT_ONLY_FIELDS: Final = frozenset(
     {"COMMUNICATIONS", "FILES", "BINDINGS", "WEBDAV_ELEMENTS", "STORAGE_ELEMENT_IDS"}
 )
+
+
+#: How many IDs a log line or an error message lists before it says "... and N more".
+IDS_SHOWN: Final = 20
+
+
+def format_ids(ids: Sequence[object], limit: int = IDS_SHOWN) -> str:
+    """``"1, 2, 3"``, or the first ``limit`` items followed by ``", ... and N more"`` (logs, errors)."""
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return f"{shown}, ... and {len(ids) - limit} more" if len(ids) > limit else shown
 
 
 def parse_activities(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
