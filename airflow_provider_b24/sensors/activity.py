@@ -101,7 +101,7 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         first_poll_delay: float | None = None,
         **kwargs: Any,
     ) -> None:
-        if deferrable and "retries" not in kwargs:
+        if deferrable and "retries" not in kwargs and "retries" not in (kwargs.get("default_args") or {}):
             # One retry recovers a try failed by Airflow's deferral race (docs/sensor.md).
             kwargs["retries"] = max(1, conf.getint("core", "default_task_retries", fallback=0))
         super().__init__(**kwargs)

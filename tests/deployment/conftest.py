@@ -24,6 +24,7 @@ DAG_IDS = [
     "deploy_sensor",
     "deploy_sensor_immediate",
     "deploy_sensor_restart",
+    "deploy_sensor_immediate_retry",
     "deploy_oauth",
     "deploy_export_s3",
     "b24_mapped_fetch",

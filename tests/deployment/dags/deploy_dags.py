@@ -29,8 +29,14 @@ def _where() -> dict[str, str]:
     return {"airflow_home": os.environ.get("AIRFLOW_HOME", "")}
 
 
-def sensor_dag(dag_id: str, *, first_poll_delay: float | None, conn_id: str = "bitrix24_default") -> DAG:
-    """A deferrable sensor on the run's activities, then the fetch operator on the same IDs."""
+def sensor_dag(dag_id: str, *, first_poll_delay: float | None, retries: int | None = 0) -> DAG:
+    """A deferrable sensor on the run's activities, then the fetch operator on the same IDs.
+
+    ``retries=0`` (the default here) measures honestly: a race shows as a failed try, not a hidden
+    retry; ``None`` leaves the deferrable sensor's own default (one retry).
+    """
+    conn_id = "bitrix24_default"
+    extra: dict[str, Any] = {"retries": retries} if retries is not None else {"retry_delay": 2}
     with DAG(
         dag_id=dag_id,
         schedule=None,
@@ -49,7 +55,7 @@ def sensor_dag(dag_id: str, *, first_poll_delay: float | None, conn_id: str = "b
             poke_interval=2,
             timeout=900,
             first_poll_delay=first_poll_delay,
-            retries=0,  # measured honestly: a race shows as a failed try, not a hidden retry
+            **extra,
         )
         fetch = Bitrix24GetActivitiesOperator(
             task_id="fetch",
@@ -66,6 +72,8 @@ def sensor_dag(dag_id: str, *, first_poll_delay: float | None, conn_id: str = "b
 deploy_sensor = sensor_dag("deploy_sensor", first_poll_delay=None)
 deploy_sensor_immediate = sensor_dag("deploy_sensor_immediate", first_poll_delay=0)
 deploy_sensor_restart = sensor_dag("deploy_sensor_restart", first_poll_delay=None)
+# Today's immediate first poll, but with the deferrable sensor's default retries=1: recoverable.
+deploy_sensor_immediate_retry = sensor_dag("deploy_sensor_immediate_retry", first_poll_delay=0, retries=None)
 
 
 with DAG(

@@ -482,3 +482,14 @@ def test_deferrable_sensor_defaults_to_one_retry() -> None:
     assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True, retries=0).retries == 0
     assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True, retries=3).retries == 3
     assert make_sensor(FakePortal(), activity_ids=[1], deferrable=False).retries == 0
+    with_defaults = make_sensor(FakePortal(), activity_ids=[1], deferrable=True, default_args={"retries": 0})
+    assert with_defaults.retries == 0
+
+
+def test_dag_default_args_retries_win_over_the_deferrable_default() -> None:
+    from airflow.sdk import DAG
+
+    with DAG("d", schedule=None, start_date=pendulum.datetime(2024, 1, 1), default_args={"retries": 0}):
+        assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 0
+    with DAG("e", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
+        assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 1
