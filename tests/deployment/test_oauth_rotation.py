@@ -10,6 +10,7 @@ winner's pair (``AirflowVariableTokenStore.wait_for_newer``). Nothing may fail.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -43,7 +44,21 @@ def test_tokens_rotated_by_two_workers_and_the_triggerer(
             ]
             return len(rows) == 4 and all(r["state"] in ("success", "failed") for r in rows)
 
-        wait_for(callers_done, 300, "the four portal-calling tasks", interval=1)
+        # Besides the 3 s lifetime, expire every token at once every 2.5 s: every process that
+        # adopted the same pair then refreshes at the same moment (the cross-machine race).
+        stop = threading.Event()
+
+        def expire_every_few_seconds() -> None:
+            while not stop.wait(2.5):
+                emu.call("/expire_tokens")
+
+        expirer = threading.Thread(target=expire_every_few_seconds, daemon=True)
+        expirer.start()
+        try:
+            wait_for(callers_done, 300, "the four portal-calling tasks", interval=1)
+        finally:
+            stop.set()
+            expirer.join(timeout=10)
         emu.complete([activity_id])  # the deferred sensor (polling every second meanwhile) may now fire
         states = dep.wait_runs_finished(DAG_ID, [run_id], timeout=300)
         after = emu.stats()
