@@ -27,9 +27,11 @@ $(DEPLOY_STAMP): $(STAMP)
 ## install: create $(VENV) (if missing) and install the provider with its test and bench extras
 install: $(STAMP)
 
+## lint: ruff, and the layer contracts of pyproject.toml [tool.importlinter] (import-linter)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_b24.version import __version__
+
 PACKAGE_NAME = "airflow-provider-b24"
 CONN_TYPE = "bitrix24"
 
@@ -78,6 +80,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "else fail with the reset time.",
         "schema": {"type": ["number", "null"], "minimum": 0},
     },
+    "operating_budget": {
+        "label": "Operating budget (s per 10 min)",
+        "description": "The portal's per-method execution budget per 10 minutes (default 480, the "
+        "cloud's); the client slows down from 80 % of it and pauses at it.",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
     "verify": {
         "label": "Verify TLS",
         "description": "true (default), false, or the path of a CA bundle.",
@@ -108,6 +116,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "rate_limit": "2",
         "burst": "50",
         "operating_max_wait": "60",
+        "operating_budget": "480",
         "verify": "true",
     },
 }
@@ -115,8 +124,6 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider description validated by Airflow's ``provider_info.schema.json``."""
-    from airflow_provider_b24 import __version__
-
     return {
         "package-name": PACKAGE_NAME,
         "name": "Bitrix24",

@@ -43,13 +43,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, XComArg, dag, get_current_context, task
 
+from airflow_provider_b24.activities import ActivityType
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
 
 log = logging.getLogger(__name__)
 
 CONN_ID = "bitrix24_default"
-CALL = 2  # TYPE_ID of a call (airflow_provider_b24.activities.ActivityType)
 #: Only the fields this DAG uses: smaller responses and a smaller XCom than every field.
 SELECT = [
     "ID",
@@ -86,7 +86,7 @@ def _is_overdue(activity: Mapping[str, Any], as_of: pendulum.DateTime) -> bool:
 
 def _call_seconds(activity: Mapping[str, Any]) -> int:
     start, end = activity.get("START_TIME"), activity.get("END_TIME")
-    if activity["TYPE_ID"] != CALL or start is None or end is None:
+    if activity["TYPE_ID"] != ActivityType.CALL or start is None or end is None:
         return 0
     return max(0, int((end - start).total_seconds()))
 
@@ -162,7 +162,7 @@ def b24_activities_by_id() -> None:
             user = activity["RESPONSIBLE_ID"]  # an int, parsed by the operator
             row = stats.setdefault(user, dict.fromkeys(REPORT_COLUMNS, 0) | {"responsible_id": user})
             row["activities"] += 1
-            if activity["TYPE_ID"] == CALL:
+            if activity["TYPE_ID"] == ActivityType.CALL:
                 row["calls"] += 1
                 row["call_seconds"] += _call_seconds(activity)
             if not activity["COMPLETED"]:
@@ -192,7 +192,7 @@ def b24_activities_by_id() -> None:
     @task
     def call_totals(activities: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """How many calls, and how long they took in total (END_TIME - START_TIME)."""
-        calls = [a for a in activities if a["TYPE_ID"] == CALL]
+        calls = [a for a in activities if a["TYPE_ID"] == ActivityType.CALL]
         seconds = sum(_call_seconds(a) for a in calls)
         average = (Decimal(seconds) / len(calls)).quantize(Decimal("0.1")) if calls else Decimal(0)
         return {"calls": len(calls), "total_seconds": seconds, "average_seconds": average}

@@ -34,13 +34,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, XComArg, dag, get_current_context, task
 
+from airflow_provider_b24.activities import ActivityType
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
 
 log = logging.getLogger(__name__)
 
 CONN_ID = "bitrix24_default"
 POOL = "bitrix24_portal"
-CALL = 2  # TYPE_ID of a call (airflow_provider_b24.activities.ActivityType)
 MAX_CHUNK = 2500  # what one HTTP request can fetch (50 commands x 50 IDs per batch)
 
 
@@ -99,7 +99,7 @@ def b24_mapped_fetch() -> None:
         for chunk in results:
             summary["chunks"] += 1
             summary["fetched"] += len(chunk)
-            summary["calls"] += sum(a["TYPE_ID"] == CALL for a in chunk)
+            summary["calls"] += sum(a["TYPE_ID"] == ActivityType.CALL for a in chunk)
             summary["completed"] += sum(a["COMPLETED"] for a in chunk)  # bools, parsed
         summary["missing"] = sum(len(ids or []) for ids in missing)
         log.info("summary: %s", summary)

@@ -39,12 +39,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from airflow_provider_b24.activities import ActivityType
 from airflow_provider_b24.sensors.activity import Bitrix24ActivitySensor
 
 log = logging.getLogger(__name__)
 
 CONN_ID = "bitrix24_default"
-CALL = 2  # TYPE_ID of a call (airflow_provider_b24.activities.ActivityType)
 POKE_INTERVAL = float(os.environ.get("B24_EXAMPLE_POKE_INTERVAL", "60"))
 WAIT_TIMEOUT = float(os.environ.get("B24_EXAMPLE_WAIT_TIMEOUT", str(24 * 3600)))
 
@@ -77,7 +77,7 @@ def b24_wait_for_completion() -> None:
         call = activities[0]
         start, end = call["START_TIME"], call["END_TIME"]
         seconds = int((end - start).total_seconds()) if start is not None and end is not None else None
-        is_call = call["TYPE_ID"] == CALL
+        is_call = call["TYPE_ID"] == ActivityType.CALL
         log.info(
             "activity %d (%s) completed=%s by user %d, %s s: %s",
             call["ID"],

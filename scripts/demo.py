@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,15 +32,21 @@ from typing import Any
 
 import requests
 
+from airflow_provider_b24.testing.airflow_home import AirflowHome, airflow_executable, stop_process_group
+
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-AIRFLOW = BIN / "airflow"
+AIRFLOW = Path(sys.executable).parent / "airflow"
 
 ACTIVITIES = 5000  # seeded activities on the emulator (IDs 1..5000)
 SEED = 7
 RATE_LIMIT, BURST = 2, 50  # a Bitrix24 cloud portal's request budget
 FETCH_IDS = [*range(1, 3001), 999_998, 999_999]  # 3,000 that exist, 2 that do not
 AS_OF = "2025-01-01T00:00:00+00:00"  # "overdue" is measured against this instant (stable output)
+DEMO_ENV = {  # on top of AirflowHome's (SQLite, no examples, DAGs unpaused, INFO logs)
+    "B24_EXAMPLE_POKE_INTERVAL": "1",  # the sensor's (and trigger's) poll interval, seconds
+    "B24_EXAMPLE_WAIT_TIMEOUT": "120",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 
 class DemoError(RuntimeError):
@@ -58,11 +63,11 @@ def log_tail(path: Path, lines: int = 40) -> str:
 class Demo:
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.home = work / "airflow-home"
+        # in .demo/ (not a temp dir): its logs stay for the user to read; `make clean` removes them
+        self.home = AirflowHome(path=work / "airflow-home", dags_folder=REPO / "dags_examples", env=DEMO_ENV)
         self.logs = work / "logs"
         self.started = time.monotonic()
         self.procs: list[subprocess.Popen[Any]] = []
-        self.env: dict[str, str] = {}
         self.webhook_url = ""
         self.verify: str | bool = True
         self.emulator: subprocess.Popen[Any] | None = None
@@ -91,7 +96,7 @@ class Demo:
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            stop_group(proc)
+            stop_process_group(proc)
             raise DemoError(
                 f"{name} took longer than {timeout:.0f} s; its log ({self.logs / name}.log) ends with:\n"
                 + log_tail(self.logs / f"{name}.log")
@@ -103,7 +108,7 @@ class Demo:
             )
 
     def run(self, name: str, args: list[str], timeout: float) -> str:
-        self.wait(name, self.spawn(name, args, self.env), timeout)
+        self.wait(name, self.spawn(name, args, self.home.env()), timeout)
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
     def rest(self, method: str, params: Mapping[str, Any]) -> Any:
@@ -160,7 +165,7 @@ class Demo:
         time.sleep(0.2)  # let it finish printing
         conn = self.connection_from_emulator(ready)
         self.webhook_url, self.verify = webhook_of(conn)
-        self.env["AIRFLOW_CONN_BITRIX24_DEFAULT"] = json.dumps(conn)
+        self.home.extra_env["AIRFLOW_CONN_BITRIX24_DEFAULT"] = json.dumps(conn)
         self.say(
             f"emulator up: {self.webhook_url.split('/rest/')[0]} (TLS, {ACTIVITIES} seeded activities, "
             f"rate limit {RATE_LIMIT} req/s, burst {BURST}), pid {self.emulator.pid}"
@@ -177,12 +182,13 @@ class Demo:
         return conn
 
     def prepare_airflow(self) -> None:
-        self.home.mkdir(parents=True)
-        self.env.update(airflow_env(self.home))
-        os.environ.update(self.env)  # this process reads the XComs back with Airflow's serde
-        self.run("airflow-db-migrate", [str(AIRFLOW), "db", "migrate"], timeout=180)
+        self.home.create()
+        # this process reads the XComs back with Airflow's serde: the same home, not ~/airflow
+        os.environ.update({k: v for k, v in self.home.env().items() if k.startswith("AIRFLOW_")})
+        self.run("airflow-db-migrate", [airflow_executable(), "db", "migrate"], timeout=180)
         self.say(
-            f"AIRFLOW_HOME {shown(self.home)} (SQLite) migrated; DAGs folder {shown(REPO / 'dags_examples')}"
+            f"AIRFLOW_HOME {shown(self.home.path)} (SQLite) migrated; "
+            f"DAGs folder {shown(REPO / 'dags_examples')}"
         )
 
     def emulator_stats(self) -> dict[str, Any] | None:
@@ -205,11 +211,11 @@ class Demo:
         began = time.monotonic()
         output = self.run(
             "dags-test-b24_activities_by_id",
-            [str(AIRFLOW), "dags", "test", "b24_activities_by_id", "--conf", json.dumps(conf)],
+            [airflow_executable(), "dags", "test", "b24_activities_by_id", "--conf", json.dumps(conf)],
             timeout=150,
         )
         took = time.monotonic() - began
-        db = XComReader(self.home / "airflow.db", "b24_activities_by_id")
+        db = XComReader(self.home, "b24_activities_by_id")
         after = self.emulator_stats()
         if before is not None and after is not None:
             # What the portal served during the DAG run (the upstream task's ID lookup included, if any).
@@ -252,14 +258,14 @@ class Demo:
         proc = self.spawn(
             name,
             [
-                str(AIRFLOW),
+                airflow_executable(),
                 "dags",
                 "test",
                 "b24_wait_for_completion",
                 "--conf",
                 json.dumps({"activity_id": call_id}),
             ],
-            self.env,
+            self.home.env(),
         )
         log_path = self.logs / f"{name}.log"
         deferred_after = None
@@ -273,7 +279,7 @@ class Demo:
             self.wait(name, proc, 0)
             raise DemoError(f"{name} finished before the call was completed:\n" + log_tail(log_path))
         if deferred_after is None:
-            stop_group(proc)
+            stop_process_group(proc)
             raise DemoError("the sensor did not defer within 90 s:\n" + log_tail(log_path))
         self.say(f"  the sensor deferred after {deferred_after:.1f} s; in 3 s 'a user' completes the call")
         time.sleep(3)
@@ -282,7 +288,7 @@ class Demo:
         self.say(f"  call #{call_id} completed (crm.activity.update COMPLETED=Y)")
         self.wait(name, proc, 120)
         output = log_path.read_text(errors="replace")
-        db = XComReader(self.home / "airflow.db", "b24_wait_for_completion")
+        db = XComReader(self.home, "b24_wait_for_completion")
         return {
             "call_id": call_id,
             "state": db.state,
@@ -295,23 +301,10 @@ class Demo:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            stop_group(proc)
+            stop_process_group(proc)
 
 
 # ---------------------------------------------------------------------- helpers
-def stop_group(proc: subprocess.Popen[Any], grace: float = 10) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, if any
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
 def webhook_of(conn: Mapping[str, Any]) -> tuple[str, str | bool]:
     """(webhook URL ending in '/', TLS verify) of a bitrix24 connection in Airflow's JSON form."""
     extra = conn.get("extra") or {}
@@ -337,50 +330,29 @@ def shown(path: str | Path) -> str:
     return str(path)
 
 
-def airflow_env(home: Path) -> dict[str, str]:
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags_examples"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "B24_EXAMPLE_POKE_INTERVAL": "1",  # the sensor's (and trigger's) poll interval, seconds
-        "B24_EXAMPLE_WAIT_TIMEOUT": "120",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
 class XComReader:
     """The latest run of a DAG in the demo's SQLite metadata DB: its state and XComs (deserialized)."""
 
-    def __init__(self, db: Path, dag_id: str) -> None:
-        self.db, self.dag_id = db, dag_id
-        with sqlite3.connect(db) as conn:
-            row = conn.execute(
-                "SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", (dag_id,)
-            ).fetchone()
-        if not row:
-            raise DemoError(f"no run of {dag_id} in {db}")
-        self.run_id, self.state = row
+    def __init__(self, home: AirflowHome, dag_id: str) -> None:
+        self.home, self.dag_id = home, dag_id
+        rows = home.rows("SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", dag_id)
+        if not rows:
+            raise DemoError(f"no run of {dag_id} in {home.db_path}")
+        self.run_id, self.state = rows[0]
         if self.state != "success":
             raise DemoError(f"{dag_id} finished in state {self.state!r} (run {self.run_id})")
 
     def xcom(self, task_id: str, key: str = "return_value") -> Any:
-        with sqlite3.connect(self.db) as conn:
-            row = conn.execute(
-                "SELECT value FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND key=? AND map_index=-1",
-                (self.dag_id, self.run_id, task_id, key),
-            ).fetchone()
-        if row is None:
+        rows = self.home.rows(
+            "SELECT value FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND key=? AND map_index=-1",
+            self.dag_id, self.run_id, task_id, key,
+        )  # fmt: skip
+        if not rows:
             raise DemoError(f"{self.dag_id}.{task_id} pushed no XCom {key!r}")
-        try:
-            from airflow.sdk.serde import deserialize  # Airflow >= 3.2
-        except ImportError:  # Airflow 3.1
-            from airflow.serialization.serde import deserialize  # type: ignore[no-redef]
-        raw = row[0]
-        return deserialize(json.loads(raw) if isinstance(raw, (str, bytes)) else raw)
+        from airflow_provider_b24._compat import serde_deserialize  # imports Airflow: only once it ran
+
+        raw = rows[0][0]
+        return serde_deserialize(json.loads(raw) if isinstance(raw, (str, bytes)) else raw)
 
 
 ROW_FIELDS = ("ID", "TYPE_ID", "COMPLETED", "RESPONSIBLE_ID", "START_TIME", "DEADLINE", "SUBJECT")

@@ -10,7 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from airflow_provider_b24.activities import coerce_select, format_ids
+from airflow_provider_b24.activities.ids import format_ids
+from airflow_provider_b24.activities.select import coerce_select
+from airflow_provider_b24.exceptions import Bitrix24ArgumentError
 
 __all__ = [
     "UNTIL_CHOICES",
@@ -30,10 +32,11 @@ UNTIL_CHOICES: Final = (UNTIL_COMPLETED, UNTIL_EXISTS)
 
 
 def validate_until(until: Any) -> str:
-    """Return ``until`` if it is one of :data:`UNTIL_CHOICES`, else a ``ValueError`` naming the choices."""
+    """Return ``until`` if it is one of :data:`UNTIL_CHOICES`, else a :class:`Bitrix24ArgumentError`
+    (a ``ValueError``) naming the choices."""
     if until not in UNTIL_CHOICES:
         choices = ", ".join(repr(c) for c in UNTIL_CHOICES)
-        raise ValueError(f"until must be one of {choices}, got {until!r}")
+        raise Bitrix24ArgumentError(f"until must be one of {choices}, got {until!r}")
     return str(until)
 
 

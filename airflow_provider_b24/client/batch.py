@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_provider_b24.client.encoding import batch_command, excerpt, referenced_keys
 from airflow_provider_b24.client.errors import (
-    Bitrix24ConfigError,
+    Bitrix24ArgumentError,
     Bitrix24Error,
     Bitrix24ServerError,
     classify_error,
@@ -72,7 +72,7 @@ def prepare_commands(commands: Mapping[str, Command]) -> list[PreparedCommand]:
     for raw_key, command in commands.items():
         key = str(raw_key)
         if not key or any(ch in key for ch in "[]?&= "):
-            raise Bitrix24ConfigError(
+            raise Bitrix24ArgumentError(
                 f"batch key {raw_key!r} must be non-empty without '[', ']', '?', '&', '=' or spaces"
             )
         if isinstance(command, str):
@@ -81,14 +81,14 @@ def prepare_commands(commands: Mapping[str, Command]) -> list[PreparedCommand]:
         elif isinstance(command, tuple | list) and len(command) == 2 and isinstance(command[0], str):
             method, params = command
             if params is not None and not isinstance(params, Mapping):
-                raise Bitrix24ConfigError(
+                raise Bitrix24ArgumentError(
                     f"batch command {key!r}: params must be a dict, got {type(params).__name__}"
                 )
             text = batch_command(method, params)
         else:
-            raise Bitrix24ConfigError(f"batch command {key!r} must be (method, params) or 'method?query'")
+            raise Bitrix24ArgumentError(f"batch command {key!r} must be (method, params) or 'method?query'")
         if not method or method.lower() == "batch":
-            raise Bitrix24ConfigError(f"batch command {key!r}: method {method!r} is not allowed in a batch")
+            raise Bitrix24ArgumentError(f"batch command {key!r}: method {method!r} is not allowed in a batch")
         prepared.append(PreparedCommand(key=key, method=method, text=text))
     return prepared
 
@@ -102,7 +102,7 @@ def split_commands(prepared: list[PreparedCommand], size: int = MAX_BATCH) -> li
         for command in chunk:
             for ref in referenced_keys(command.text):
                 if ref in all_keys and ref not in keys:
-                    raise Bitrix24ConfigError(
+                    raise Bitrix24ArgumentError(
                         f"batch command {command.key!r} refers to $result[{ref}], which lands in another "
                         f"request of {size} commands; keep referencing commands within one chunk"
                     )

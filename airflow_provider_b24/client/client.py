@@ -24,7 +24,6 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from airflow_provider_b24 import __version__
 from airflow_provider_b24.client import pagination
 from airflow_provider_b24.client.auth import OAuthAuth, WebhookAuth
 from airflow_provider_b24.client.batch import (
@@ -38,7 +37,7 @@ from airflow_provider_b24.client.batch import (
 from airflow_provider_b24.client.config import ClientConfig, parse_portal_url
 from airflow_provider_b24.client.encoding import excerpt, json_body, origin, redact, register_secrets
 from airflow_provider_b24.client.errors import (
-    Bitrix24ConfigError,
+    Bitrix24ArgumentError,
     Bitrix24Error,
     Bitrix24OperationTimeLimit,
     Bitrix24RateLimited,
@@ -55,6 +54,7 @@ from airflow_provider_b24.client.limiter import (
     parse_reset_at,
 )
 from airflow_provider_b24.client.retry import backoff_delay, is_read_batch, is_read_method
+from airflow_provider_b24.version import __version__
 
 USER_AGENT = f"airflow-provider-b24/{__version__}"
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -250,7 +250,9 @@ class Bitrix24Client:
     def _check_method(method: str) -> str:
         name = (method or "").strip()
         if not name or any(ch in name for ch in "/?#& "):
-            raise Bitrix24ConfigError(f"method {method!r} is not a REST method name such as crm.activity.get")
+            raise Bitrix24ArgumentError(
+                f"method {method!r} is not a REST method name such as crm.activity.get"
+            )
         return name
 
     def _secrets(self) -> list[str]:

@@ -1,7 +1,8 @@
 """Wire encoding: JSON bodies, PHP bracket query strings for ``batch`` commands, and secret redaction.
 
 Bitrix24 parses a batch command's query part with PHP's ``parse_str``, so nested parameters use
-bracket syntax (``filter[>ID]=5&select[0]=ID``; reference ``bitrix24-rest.md`` §3.3, §5.5). Rules
+bracket syntax (``filter[>ID]=5&select[0]=ID``; see
+https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html). Rules
 used here, chosen to round-trip what a JSON body would mean:
 
 * dicts and lists nest with brackets (lists by index, like PHP's ``http_build_query``);

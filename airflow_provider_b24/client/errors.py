@@ -3,7 +3,8 @@
 Bitrix24 reports errors as ``{"error": "<code>", "error_description": "<text>"}``. The code decides
 first (the docs and the official SDKs disagree on several HTTP statuses), the HTTP status second.
 Legacy CRM methods (``crm.activity.*``) answer HTTP 400 with an *empty* code and put the meaning only
-in the description, so those are classified by text (reference ``bitrix24-rest.md`` §6).
+in the description, so those are classified by text (the system errors and the legacy methods'
+texts: https://apidocs.bitrix24.com/error-codes.html and each ``crm.activity.*`` method's page).
 
 Every error carries ``code``, ``description``, ``http_status``, ``method`` and ``retryable``; its text
 is built only from those fields (never from a URL or a request body), so it cannot leak a secret.
@@ -77,6 +78,18 @@ def _rebuild(cls: type[Bitrix24Error], state: dict[str, Any]) -> Bitrix24Error:
 
 class Bitrix24ConfigError(Bitrix24Error, ValueError):
     """A wrong or incomplete connection or argument, detected before any request is sent."""
+
+
+class Bitrix24ArgumentError(Bitrix24ConfigError):
+    """An argument a caller passed is wrong (activity IDs, ``select``, an export window...).
+
+    The one base of the provider's argument errors, so an adapter needs one ``except`` (and the
+    failure policy says ``FAIL``: the same arguments fail the same way on every retry). Raised before
+    any request; the message is the whole text (it names the value and what was expected).
+    """
+
+    def _render(self) -> str:
+        return self.description
 
 
 class Bitrix24BadRequest(Bitrix24Error):
@@ -153,7 +166,7 @@ class Bitrix24TransportError(Bitrix24Error):
 
 #: ``error`` code (upper-cased) -> (class, retryable override or None for the class default).
 _BY_CODE: dict[str, tuple[type[Bitrix24Error], bool | None]] = {
-    # system errors (reference §6)
+    # system errors (https://apidocs.bitrix24.com/error-codes.html)
     "INTERNAL_SERVER_ERROR": (Bitrix24ServerError, True),
     "ERROR_UNEXPECTED_ANSWER": (Bitrix24ServerError, True),
     "QUERY_LIMIT_EXCEEDED": (Bitrix24RateLimited, True),
@@ -190,7 +203,7 @@ _BY_CODE: dict[str, tuple[type[Bitrix24Error], bool | None]] = {
     "OWNER_NOT_FOUND": (Bitrix24NotFound, None),
     "WRONG_DATETIME_FORMAT": (Bitrix24BadRequest, None),
     "100": (Bitrix24BadRequest, None),
-    # OAuth authorization server (reference §4.2)
+    # OAuth authorization server (https://apidocs.bitrix24.com/settings/oauth/error-codes.html)
     "INVALID_GRANT": (Bitrix24AuthError, None),
     "INVALID_CLIENT": (Bitrix24AuthError, None),
     "WRONG_CLIENT": (Bitrix24AuthError, None),
@@ -310,6 +323,7 @@ def seconds_until_retry(error: BaseException, interval: float, *, now: float | N
 
 __all__ = [
     "Bitrix24AccessDenied",
+    "Bitrix24ArgumentError",
     "Bitrix24AuthError",
     "Bitrix24BadRequest",
     "Bitrix24ConfigError",

@@ -1,6 +1,7 @@
 """List pagination: every row of a ``*.list`` method exactly once, lazily.
 
-Two strategies (reference ``bitrix24-rest.md`` §3.2):
+Two strategies (a list page is always 50 rows; ``start``/``next`` offsets as documented in
+https://apidocs.bitrix24.com/settings/how-to-call-rest-api/list-methods-pecularities.html):
 
 **Keyset ("fast")** - used automatically for the legacy CRM lists when the caller did not ask for
 another order or a ``start``: ``order {"ID": "ASC"}``, ``filter {">ID": cursor}``, ``start=-1`` (no
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_b24.client.encoding import ResultRef
-from airflow_provider_b24.client.errors import Bitrix24ConfigError, Bitrix24ServerError
+from airflow_provider_b24.client.errors import Bitrix24ArgumentError, Bitrix24ConfigError, Bitrix24ServerError
 
 if TYPE_CHECKING:
     from airflow_provider_b24.client.batch import BatchResult
@@ -116,7 +117,7 @@ def keyset_plan(method: str, params: Mapping[str, Any], fast: bool | None) -> di
         return None
     if "start" in params or not _order_is_id_asc(params.get("order")):
         if fast:
-            raise Bitrix24ConfigError("fast=True needs order {'ID': 'ASC'} (or none) and no start")
+            raise Bitrix24ArgumentError("fast=True needs order {'ID': 'ASC'} (or none) and no start")
         return None
     raw_filter = params.get("filter") or {}
     if not isinstance(raw_filter, Mapping):
@@ -125,7 +126,7 @@ def keyset_plan(method: str, params: Mapping[str, Any], fast: bool | None) -> di
     cursor = _cursor_from_filter(flt)
     if cursor is None:
         if fast:
-            raise Bitrix24ConfigError("fast=True needs a numeric >ID filter value")
+            raise Bitrix24ArgumentError("fast=True needs a numeric >ID filter value")
         return None
     base = {k: v for k, v in params.items() if k not in ("filter", "order", "start")}
     strip_id = False
@@ -216,7 +217,7 @@ def iter_offset(
     try:
         start = int(start_raw)
     except (TypeError, ValueError):
-        raise Bitrix24ConfigError(f"start must be an integer, got {start_raw!r}") from None
+        raise Bitrix24ArgumentError(f"start must be an integer, got {start_raw!r}") from None
     seen: set[int] = set()
 
     def emit(rows: list[Any]) -> Iterator[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from airflow_provider_b24.client import (
 )
 from airflow_provider_b24.client.batch import Command
 from airflow_provider_b24.client.encoding import origin, redact
-from airflow_provider_b24.client.errors import Bitrix24ConfigError, Bitrix24Error
+from airflow_provider_b24.client.errors import Bitrix24ArgumentError, Bitrix24ConfigError, Bitrix24Error
 from airflow_provider_b24.hooks import connection_form
 from airflow_provider_b24.hooks.token_store import AirflowVariableTokenStore, mask_secrets
 
@@ -31,16 +32,34 @@ if TYPE_CHECKING:
 def _activity_id(value: Any, name: str = "id") -> int:
     """An activity ID as an int (bools, blanks, non-integers and values < 1 are refused)."""
     if isinstance(value, bool):
-        raise Bitrix24ConfigError(f"{name} must be an activity ID (a positive integer), got {value!r}")
+        raise Bitrix24ArgumentError(f"{name} must be an activity ID (a positive integer), got {value!r}")
     try:
         number = int(str(value).strip())
     except (TypeError, ValueError):
-        raise Bitrix24ConfigError(
+        raise Bitrix24ArgumentError(
             f"{name} must be an activity ID (a positive integer), got {value!r}"
         ) from None
     if number < 1:
-        raise Bitrix24ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise Bitrix24ArgumentError(f"{name} must be a positive integer, got {value!r}")
     return number
+
+
+def connection_test_config(config: ClientConfig) -> ClientConfig:
+    """The connection's own client settings, made quick for the UI's Test button.
+
+    Everything the connection says (TLS ``verify``, rate limit, burst, operating budget...) is kept;
+    only the waiting is shortened: one retry, short back-off, no wait for a 429 reset, and at most
+    30 s per request (10 s to connect), so the button answers within the UI's patience.
+    """
+    return dataclasses.replace(
+        config,
+        timeout=min(config.timeout, 30.0),
+        connect_timeout=min(config.connect_timeout, 10.0),
+        max_retries=min(config.max_retries, 1),
+        operating_max_wait=0.0,
+        backoff_base=min(config.backoff_base, 0.5),
+        backoff_max=min(config.backoff_max, 1.0),
+    )
 
 
 class Bitrix24Hook(BaseHook):
@@ -51,7 +70,7 @@ class Bitrix24Hook(BaseHook):
     the webhook's user ID, **password** = the webhook code, or extra ``webhook_url``. OAuth: extra
     ``auth_type="oauth"``, ``client_id``, ``client_secret``, ``access_token``, ``refresh_token``,
     ``oauth_server``. Tunables in extra: ``timeout``, ``max_retries``, ``rate_limit``, ``burst``,
-    ``operating_max_wait``, ``verify``. See ``docs/hook.md``.
+    ``operating_max_wait``, ``operating_budget``, ``verify``. See ``docs/hook.md``.
 
     Nothing is read or sent in ``__init__``; the client is built on first use and reused (one HTTP
     session, keep-alive). Rotated OAuth tokens are kept in the Variable ``bitrix24_token__<conn_id>``.
@@ -175,19 +194,7 @@ class Bitrix24Hook(BaseHook):
         try:
             settings = self.get_settings()
             secrets = settings.secrets
-            client = self._build_client(
-                ClientConfig(
-                    timeout=min(settings.config.timeout, 30.0),
-                    connect_timeout=min(settings.config.connect_timeout, 10.0),
-                    max_retries=1,
-                    rate_limit=settings.config.rate_limit,
-                    burst=settings.config.burst,
-                    operating_max_wait=0.0,
-                    verify=settings.config.verify,
-                    backoff_base=0.5,
-                    backoff_max=1.0,
-                )
-            )
+            client = self._build_client(connection_test_config(settings.config))
             try:
                 if settings.auth_type == "webhook":
                     profile = client.call("profile")

@@ -20,12 +20,9 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_b24._compat import AirflowFailException
 from airflow_provider_b24.activities import (
-    ActivityParseError,
     FetchProgress,
     FetchResult,
     FetchStrategy,
-    InvalidActivityIds,
-    InvalidSelect,
     coerce_activity_ids,
     coerce_select,
     fetch_activities,
@@ -33,7 +30,8 @@ from airflow_provider_b24.activities import (
     max_requests,
     parse_activities,
 )
-from airflow_provider_b24.failures import permanent_errors_fail_the_task
+from airflow_provider_b24.exceptions import Bitrix24ArgumentError
+from airflow_provider_b24.failures import fail_task, permanent_errors_fail_the_task
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
 if TYPE_CHECKING:
@@ -62,7 +60,7 @@ def _choice(enum: type[StrEnum], name: str, value: Any) -> Any:
         return enum(value)
     except ValueError:
         choices = ", ".join(repr(member.value) for member in enum)
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}") from None
+        raise Bitrix24ArgumentError(f"{name} must be one of {choices}; got {value!r}") from None
 
 
 class _ProgressLog:
@@ -148,10 +146,8 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
         try:
             ids = coerce_activity_ids(self.activity_ids)
             select = coerce_select(self.select)
-        except InvalidActivityIds as err:
-            raise AirflowFailException(f"activity_ids: {err}") from err
-        except InvalidSelect as err:
-            raise AirflowFailException(f"select: {err}") from err
+        except Bitrix24ArgumentError as err:
+            raise fail_task("Checking activity_ids and select", err) from err
 
         ti = context["ti"]
         if not ids:
@@ -179,14 +175,9 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
                 result = fetch_activities(
                     self.hook, ids, select=select, strategy=self.strategy, progress=_ProgressLog(self.log)
                 )
-            except InvalidSelect as err:
-                raise AirflowFailException(f"select: {err}") from err
             finally:
                 self.hook.close()  # the HTTP session; a later call would open a new one
-        try:
-            activities = parse_activities(result.activities)
-        except ActivityParseError as err:
-            raise AirflowFailException(f"Bitrix24 sent an activity this provider cannot read: {err}") from err
+            activities = parse_activities(result.activities)  # ActivityParseError: FAIL
 
         ti.xcom_push(key="missing_ids", value=result.missing_ids)
         self.log.info(

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_b24._compat import AirflowFailException
 from airflow_provider_b24.export import (
     AtomicTarget,
     ExportArgumentError,
@@ -134,13 +133,12 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the export and return its summary.
 
-        Bad arguments (window, filter, select, format, path) and auth/access errors fail the task
-        without retries (``AirflowFailException``); bad arguments are caught before any request.
-        Transient errors that survive the client's own retries propagate for Airflow's retries.
+        Bad arguments (window, filter, select, format, path: ``ExportArgumentError``, checked before
+        any request) and auth/access errors fail the task without retries (``AirflowFailException``);
+        transient errors that survive the client's own retries propagate for Airflow's retries. One
+        rule for all: :func:`~airflow_provider_b24.failures.permanent_errors_fail_the_task`.
         """
         try:
-            # Credentials, scope, access, a manual overload block...: retrying will not help, so they
-            # fail the task; transient errors propagate for Airflow's retries.
             with permanent_errors_fail_the_task(self.task_id):
                 # Everything that needs no portal is checked first (export_activities re-checks cheaply).
                 validate_format(self.format)
@@ -158,8 +156,6 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
                     on_target=self._remember_target,
                     logger=self.log,
                 )
-        except ExportArgumentError as err:
-            raise AirflowFailException(f"{self.task_id}: {err}") from err
         finally:
             self._target = None
         summary = result.to_xcom()

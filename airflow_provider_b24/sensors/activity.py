@@ -25,8 +25,6 @@ from airflow_provider_b24._compat import (
     conf,
 )
 from airflow_provider_b24.activities import (
-    InvalidActivityIds,
-    InvalidSelect,
     coerce_activity_ids,
     coerce_select,
     fetch_activities,
@@ -38,8 +36,13 @@ from airflow_provider_b24.activities.waiting import (
     select_for,
     validate_until,
 )
-from airflow_provider_b24.exceptions import Bitrix24OperationTimeLimit, ErrorOutcome, error_outcome
-from airflow_provider_b24.failures import fail_task, raise_for_error_event
+from airflow_provider_b24.exceptions import (
+    Bitrix24ArgumentError,
+    Bitrix24OperationTimeLimit,
+    ErrorOutcome,
+    error_outcome,
+)
+from airflow_provider_b24.failures import fail_task, permanent_errors_fail_the_task, raise_for_error_event
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
 
@@ -125,15 +128,15 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         """The rendered ``activity_ids`` as a clean ``list[int]`` (``AirflowFailException`` if not IDs)."""
         try:
             return coerce_activity_ids(self.activity_ids)
-        except InvalidActivityIds as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from error
+        except Bitrix24ArgumentError as error:
+            raise fail_task(f"{self.task_id}: checking activity_ids", error) from error
 
     def _select(self) -> Any:
         """The ``select`` to fetch with (``COMPLETED`` added when needed); ``AirflowFailException`` if bad."""
         try:
             return select_for(self.select, self.until)
-        except InvalidSelect as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from error
+        except Bitrix24ArgumentError as error:
+            raise fail_task(f"{self.task_id}: checking select", error) from error
 
     # -- poking -----------------------------------------------------------------------------------
 
@@ -156,8 +159,6 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
 
         try:
             result = fetch_activities(self.hook, ids, select=select)
-        except InvalidSelect as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from error
         except Bitrix24OperationTimeLimit as error:
             return self._operation_time_limit(error)
         except Exception as error:
@@ -179,7 +180,9 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
             "completed" if self.until == UNTIL_COMPLETED else "exist",
             result.requests,
         )
-        return PokeReturnValue(is_done=True, xcom_value=[parse_activity(row) for row in result.activities])
+        with permanent_errors_fail_the_task(f"{self.task_id}: parsing activities"):
+            activities = [parse_activity(row) for row in result.activities]
+        return PokeReturnValue(is_done=True, xcom_value=activities)
 
     def _operation_time_limit(self, error: Any) -> PokeReturnValue:
         """HTTP 429 ``OPERATION_TIME_LIMIT``: wait past the reset time instead of failing."""
@@ -233,7 +236,8 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         if event["status"] == "success":
             rows = event.get("activities") or []
             self.log.info("Trigger reported %d activities ready", len(rows))
-            return [parse_activity(row) for row in rows]
+            with permanent_errors_fail_the_task(f"{self.task_id}: parsing activities"):
+                return [parse_activity(row) for row in rows]
         raise_for_error_event(self.task_id, event)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from airflow_provider_b24.testing.faults import FaultSet
 from airflow_provider_b24.testing.portal import Portal, PortalConfig
 from airflow_provider_b24.testing.server import EmulatorServer, serve_in_thread
 from airflow_provider_b24.testing.store import ActivityStore
-from airflow_provider_b24.testing.tls import server_context, tls_files
+from airflow_provider_b24.testing.tls import TlsFiles, acquire_tls_files, release_tls_files, server_context
 
 __all__ = ["Bitrix24Emulator"]
 
@@ -127,6 +128,8 @@ class Bitrix24Emulator:
         self._thread: threading.Thread | None = None
         self._port: int | None = None
         self._ca_cert: str | None = None
+        self._tls_files: TlsFiles | None = None
+        self._tls_release: weakref.finalize[Any, Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Bitrix24Emulator:
@@ -135,7 +138,7 @@ class Bitrix24Emulator:
             return self
         context = None
         if self.tls:
-            files = tls_files()
+            files = self._lease_tls_files()
             self._ca_cert = files.ca_cert
             context = server_context(files)
         self._stop_event.clear()
@@ -147,18 +150,28 @@ class Bitrix24Emulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close every connection (idempotent)."""
+        """Stop serving, close every connection and give back the TLS files (idempotent)."""
         server = self._server
-        if server is None:
-            return
-        self._stop_event.set()
-        server.shutdown()
-        server.close_all()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        if server is not None:
+            self._stop_event.set()
+            server.shutdown()
+            server.close_all()
+            server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = None
+            self._thread = None
+        if self._tls_release is not None:
+            self._tls_release()  # the last emulator of the process removes the certificate directory
+            self._tls_release = None
+            self._tls_files = None
+
+    def _lease_tls_files(self) -> TlsFiles:
+        """The process's shared CA, held until ``stop()`` (or garbage collection, or interpreter exit)."""
+        if self._tls_files is None:
+            self._tls_files = acquire_tls_files()
+            self._tls_release = weakref.finalize(self, release_tls_files, self._tls_files)
+        return self._tls_files
 
     def __enter__(self) -> Bitrix24Emulator:
         return self.start()
@@ -205,9 +218,10 @@ class Bitrix24Emulator:
 
     @property
     def ca_cert(self) -> str | None:
-        """Path of the CA PEM that verifies the server (None when ``tls=False``)."""
+        """Path of the CA PEM that verifies the server (None when ``tls=False``); removed by ``stop()``
+        once no other emulator of the process uses it."""
         if self.tls and self._ca_cert is None:
-            self._ca_cert = tls_files().ca_cert
+            self._ca_cert = self._lease_tls_files().ca_cert
         return self._ca_cert
 
     @property

@@ -1,22 +1,28 @@
 """A throw-away certificate authority and server certificate for the emulator's HTTPS.
 
-Generated once per process (EC P-256 keys, milliseconds) into a private temp directory and reused by
-every emulator in the process. The server certificate's SAN covers ``127.0.0.1``, ``::1`` and
-``localhost``, so both host names verify against :attr:`TlsFiles.ca_cert`.
+Generated on demand (EC P-256 keys, milliseconds) into a private ``b24-emulator-tls-*`` temp directory
+that every running emulator of the process shares: each holds a lease (:func:`acquire_tls_files` /
+:func:`release_tls_files`) and the directory is removed when the last lease is released, or at
+interpreter exit for leases never released. The server certificate's SAN covers ``127.0.0.1``, ``::1``
+and ``localhost``, so both host names verify against :attr:`TlsFiles.ca_cert`.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import ipaddress
 import os
+import shutil
 import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TlsFiles", "server_context", "tls_files"]
+__all__ = ["TlsFiles", "acquire_tls_files", "release_tls_files", "server_context", "tls_files"]
+
+TEMP_PREFIX = "b24-emulator-tls-"
 
 
 @dataclass(frozen=True)
@@ -28,8 +34,17 @@ class TlsFiles:
     server_key: str
 
 
+@dataclass
+class _Shared:
+    """This process's certificate directory and how many leases it has."""
+
+    directory: Path
+    files: TlsFiles
+    leases: int = 0
+
+
 _LOCK = threading.Lock()
-_CACHE: dict[int, TlsFiles] = {}
+_SHARED: dict[int, _Shared] = {}  # by pid: a forked child never removes its parent's directory
 
 
 def _generate(directory: Path) -> TlsFiles:
@@ -111,16 +126,47 @@ def _generate(directory: Path) -> TlsFiles:
     return TlsFiles(ca_cert=str(ca_path), server_cert=str(cert_path), server_key=str(key_path))
 
 
-def tls_files() -> TlsFiles:
-    """Return this process's CA and server PEMs, generating them on first use."""
+def acquire_tls_files() -> TlsFiles:
+    """Lease this process's CA and server PEMs, generating them when no lease is held."""
     pid = os.getpid()
     with _LOCK:
-        files = _CACHE.get(pid)
-        if files is None or not Path(files.ca_cert).exists():
-            directory = Path(tempfile.mkdtemp(prefix="b24-emulator-tls-"))
-            files = _generate(directory)
-            _CACHE[pid] = files
-        return files
+        shared = _SHARED.get(pid)
+        if shared is None or not Path(shared.files.ca_cert).exists():
+            directory = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+            try:
+                files = _generate(directory)
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            shared = _SHARED[pid] = _Shared(directory, files)
+        shared.leases += 1
+        return shared.files
+
+
+def release_tls_files(files: TlsFiles) -> None:
+    """Give back a lease; the last one removes the directory (a stale lease is a no-op)."""
+    with _LOCK:
+        shared = _SHARED.get(os.getpid())
+        if shared is None or shared.files != files:
+            return
+        shared.leases -= 1
+        if shared.leases <= 0:
+            del _SHARED[os.getpid()]
+            shutil.rmtree(shared.directory, ignore_errors=True)
+
+
+def tls_files() -> TlsFiles:
+    """This process's CA and server PEMs, valid until the interpreter exits (a lease never released)."""
+    return acquire_tls_files()
+
+
+@atexit.register
+def _remove_at_exit() -> None:
+    """Remove the directory of leases never released (``tls_files()`` callers, emulators never stopped)."""
+    with _LOCK:
+        shared = _SHARED.pop(os.getpid(), None)
+    if shared is not None:
+        shutil.rmtree(shared.directory, ignore_errors=True)
 
 
 def server_context(files: TlsFiles) -> ssl.SSLContext:

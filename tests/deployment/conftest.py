@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_harness import Deployment
+
+from tests.deployment.deploy_harness import Deployment
 
 pytestmark = pytest.mark.deployment
 
@@ -71,3 +72,4 @@ def deployment(measurements: dict[str, Any]) -> Iterator[Deployment]:
         shutil.rmtree(root, ignore_errors=True)
         assert not left, f"processes left running: {left}"
         assert not root.exists(), f"{root} left behind"
+        assert not dep.pg_root.exists(), f"{dep.pg_root} left behind"

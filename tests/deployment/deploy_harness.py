@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -82,6 +83,11 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) 
         if time.monotonic() > deadline:
             raise DeploymentError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def _reachable_tmp() -> str:
+    """The system temp dir (pytest's temp root under the suite's guard), reachable by other users."""
+    return os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir()
 
 
 def pg_bin(name: str) -> str:
@@ -218,7 +224,9 @@ class Deployment:
         self.workers = workers
         self.worker_concurrency = worker_concurrency
         self.pg_port, self.redis_port, self.api_port = free_ports(3)
-        self.pg_data = root / "pg" / "data"
+        # The postgres user must reach its data dir; the test session's private temp dir is 0700.
+        self.pg_root = Path(tempfile.mkdtemp(prefix="b24-deployment-pg-", dir=_reachable_tmp()))
+        self.pg_data = self.pg_root / "data"
         self.pg_started = False
         self.emulator: EmulatorControl | None = None
         self.s3_endpoint: str | None = None
@@ -252,6 +260,7 @@ class Deployment:
                 with contextlib.suppress(ValueError, ProcessLookupError, OSError):
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
             self.pg_started = False
+        shutil.rmtree(self.pg_root, ignore_errors=True)
 
     def leftovers(self) -> list[int]:
         """Pids of started process groups still alive (for the "nothing left behind" check)."""
@@ -281,9 +290,7 @@ class Deployment:
         return proc
 
     def start_postgres(self) -> None:
-        pg_root = self.pg_data.parent
-        pg_root.mkdir(parents=True)
-        os.chmod(self.root, 0o755)  # the postgres user must reach its folder
+        pg_root = self.pg_root
         os.chmod(pg_root, 0o700)
         if os.geteuid() == 0:
             shutil.chown(pg_root, "postgres", "postgres")

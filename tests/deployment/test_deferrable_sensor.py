@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from deploy_harness import Deployment, DeploymentError
+
+from tests.deployment.deploy_harness import Deployment, DeploymentError, wait_for
 
 pytestmark = pytest.mark.deployment
 
@@ -221,8 +222,6 @@ def test_triggerer_restart_while_sensors_are_deferred(
             (batch.dag_id,),
         )
         return set(batch.runs) <= {r[0] for r in rows}
-
-    from deploy_harness import wait_for
 
     wait_for(all_deferred_and_assigned, 420, "5 sensors deferred and picked up by the triggerer", 0.5)
     batch.deferred_at = dict.fromkeys(batch.runs, time.monotonic())

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_harness import BUCKET, POOL, Deployment
+
+from tests.deployment.deploy_harness import BUCKET, POOL, Deployment
 
 pytestmark = pytest.mark.deployment
 

@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 import pytest
-from deploy_harness import Deployment, wait_for
+
+from tests.deployment.deploy_harness import Deployment, wait_for
 
 pytestmark = pytest.mark.deployment
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploy_harness import BUCKET, POOL, Deployment
+from tests.deployment.deploy_harness import BUCKET, POOL, Deployment
 
 
 def test_components_are_separate_processes_on_shared_services(deployment: Deployment) -> None:

@@ -210,7 +210,7 @@ def test_activities_by_id_looks_up_an_owner(airflow_runner, emulator: Bitrix24Em
     # Overdue is measured against the run's time (2024 deadlines are long past).
     assert [o["ID"] for o in result.xcom("overdue_open")] == sorted(added)
     run_folder = re.sub(r"[^A-Za-z0-9._-]", "_", result.run_id)
-    path = airflow_runner.home / "reports" / "b24_activities_by_id" / run_folder / "report.csv"
+    path = airflow_runner.path / "reports" / "b24_activities_by_id" / run_folder / "report.csv"
     assert result.xcom("write_report") == str(path)
     assert path.read_text(encoding="utf-8").splitlines() == [
         "responsible_id,activities,calls,call_seconds,open,overdue_open",
@@ -284,9 +284,7 @@ def test_wait_for_completion_defers_until_the_call_is_completed(
 
 # ---------------------------------------------------------------------------------------- mapped
 def test_mapped_fetch_fans_out_in_the_portal_pool(airflow_runner, emulator: Bitrix24Emulator) -> None:
-    created = airflow_runner.cli(
-        "pools", "set", "bitrix24_portal", "2", "Bitrix24 portal request budget", dags_folder=DAGS
-    )
+    created = airflow_runner.cli("pools", "set", "bitrix24_portal", "2", "Bitrix24 portal request budget")
     assert created.returncode == 0, created.stdout + created.stderr
     ids = [*range(1, 251), 900_001]
     before = emulator.stats["requests"]

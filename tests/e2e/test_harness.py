@@ -8,6 +8,8 @@ from pathlib import Path
 import pendulum
 import pytest
 
+from airflow_provider_b24.testing.airflow_home import AirflowHomeError
+
 pytestmark = pytest.mark.e2e
 
 DAG = """
@@ -44,3 +46,9 @@ def test_dags_test_runs_and_xcom_round_trips(airflow_runner, tmp_path: Path) -> 
     assert produced["when"].utcoffset().total_seconds() == 7200
     assert produced["amount"] == Decimal("1.5")
     assert result.xcom("consume") == "DateTime"
+
+
+def test_a_failing_airflow_command_raises_with_its_output(airflow_runner) -> None:
+    with pytest.raises(AirflowHomeError, match=r"`airflow dags test no_such_dag` exited with [1-9]") as err:
+        airflow_runner.check_cli("dags", "test", "no_such_dag")
+    assert "no_such_dag" in str(err.value).split("\n", 1)[1]  # the output's tail follows

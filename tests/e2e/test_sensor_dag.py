@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,11 +29,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_b24.testing import Bitrix24Emulator
+from airflow_provider_b24.testing.airflow_home import stop_process_group
 
 pytestmark = pytest.mark.e2e
 
 DAGS = Path(__file__).parent / "dags"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 IDS = [12, 4]
 
 
@@ -160,30 +158,32 @@ def test_deferrable_sensor_in_a_real_triggerer(
 ) -> None:
     """The production path: ``airflow triggerer`` runs the trigger; the connection is in the metadata
     DB, so the hook resolves it through the triggerer's supervisor (from the poll's worker thread)."""
-    base_env = sys.modules[type(airflow_runner).__module__].base_env
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     secret = "b24-e2e-triggerer-0123456789abcdef"
-    extra = {
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
-        "AIRFLOW__API__SECRET_KEY": secret,
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-    }
-    home = airflow_runner.home
+    airflow_runner.dags_folder = dags_folder
+    airflow_runner.extra_env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+            "AIRFLOW__API__SECRET_KEY": secret,
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }
+    )
+    home = airflow_runner.path
     added = airflow_runner.cli(
-        "connections", "add", "bitrix24_default", "--conn-json", json.dumps(emu.connection()), env=extra
+        "connections", "add", "bitrix24_default", "--conn-json", json.dumps(emu.connection())
     )
     assert added.returncode == 0, added.stderr[-2000:]
-    env = base_env(home, dags_folder, extra)  # no AIRFLOW_CONN_* here: the DB has the connection
+    # no AIRFLOW_CONN_* from here on: the DB has the connection
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name, args in (("api", ["api-server", "--port", str(port)]), ("triggerer", ["triggerer"])):
-            log = (home / f"{name}.log").open("wb")
-            procs.append(subprocess.Popen([AIRFLOW, *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+            with (home / f"{name}.log").open("wb") as log:
+                procs.append(airflow_runner.popen(*args, log=log))
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             try:
@@ -201,29 +201,13 @@ def test_deferrable_sensor_in_a_real_triggerer(
             return bool(row and row[0] == "deferred")
 
         completer.start(deferred)
-        proc = subprocess.run(
-            [
-                AIRFLOW,
-                "dags",
-                "test",
-                "sensor_deferrable",
-                "--use-executor",
-                "--conf",
-                json.dumps({"ids": IDS}),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
+        proc = airflow_runner.cli(
+            "dags", "test", "sensor_deferrable", "--use-executor", "--conf", json.dumps({"ids": IDS}),
             timeout=400,
-            check=False,
-        )
+        )  # fmt: skip
     finally:
-        for p in procs:  # only the processes this test started
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for p in procs:  # only the processes this test started (each in its own process group)
+            stop_process_group(p, grace=30)
     output = proc.stdout + proc.stderr
     assert completer.done.is_set(), output[-3000:]
     assert proc.returncode == 0, output[-5000:]

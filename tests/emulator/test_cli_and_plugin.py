@@ -51,6 +51,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0
     assert "webhook URL: https://127.0.0.1:" in output and "CA certificate: " in output
+    assert not Path(conn["extra"]["verify"]).parent.exists()  # SIGTERM: the CA's temp dir is removed
     line = next(x for x in output.splitlines() if x.startswith("export AIRFLOW_CONN_BITRIX24_DEFAULT="))
     assert json.loads(line.split("=", 1)[1].strip("'")) == conn
 

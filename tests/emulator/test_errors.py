@@ -1,4 +1,5 @@
-"""Error answers exactly as documented (reference §1, §4, §6)."""
+"""Error answers exactly as documented: the ``crm.activity.*`` method pages, the OAuth errors and the
+system errors (https://apidocs.bitrix24.com/error-codes.html)."""
 
 from __future__ import annotations
 

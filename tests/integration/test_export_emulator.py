@@ -220,3 +220,19 @@ def test_narrowing_filters_are_anded_with_the_window(bitrix24_emulator_factory: 
         filter={">=ID": ids[10], "<=LAST_UPDATED": (START + timedelta(minutes=30)).isoformat()},
     )
     assert out["ids"] == ids[10:61]  # ID >= the 11th, LAST_UPDATED <= 00:30:00 (inclusive)
+
+
+def test_activities_the_portal_lists_twice_are_written_once(
+    bitrix24_emulator_factory: Any, tmp_path: Path
+) -> None:
+    """A ``BINDINGS`` filter with two matching owner pairs makes the portal list an activity twice;
+    the client's keyset paging drops the repeat (the export has no second de-duplication)."""
+    emu = bitrix24_emulator_factory(activities=0, rate_limit=None)
+    ids = place(emu, [START + n * timedelta(seconds=10) for n in range(120)])
+    bindings = [{"OWNER_TYPE_ID": 2, "OWNER_ID": 1}, {"OWNER_TYPE_ID": 2}]
+    with client_for(emu) as client:
+        page = client.call("crm.activity.list", {"filter": {"BINDINGS": bindings}, "order": {"ID": "ASC"}})
+    assert [int(row["ID"]) for row in page[:4]] == [ids[0], ids[0], ids[1], ids[1]]  # the portal repeats
+    out = export(emu, tmp_path / "b.jsonl", START, START + HOUR, filter={"BINDINGS": bindings})
+    assert out["ids"] == ids
+    assert out["rows"] == 120

@@ -16,17 +16,12 @@ from typing import Any
 import pendulum
 import pytest
 
-from airflow_provider_b24._compat import AirflowFailException
+from airflow_provider_b24._compat import AirflowFailException, serde_deserialize, serde_serialize
 from airflow_provider_b24.activities import ACTIVITY_FIELD_TYPES, fetch_activities, parse_activity
 from airflow_provider_b24.client import Bitrix24Client, ClientConfig, WebhookAuth
 from airflow_provider_b24.exceptions import Bitrix24AccessDenied, Bitrix24NotFound, Bitrix24ServerError
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
 from airflow_provider_b24.testing import Bitrix24Emulator
-
-try:  # Airflow >= 3.2
-    from airflow.sdk.serde import deserialize, serialize
-except ImportError:  # Airflow 3.1
-    from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
 
 N_BIG = 10_000
 #: Surface errors at once: no client retries, no waiting for a 429 reset, no client-side limiter.
@@ -161,8 +156,8 @@ def test_select_plain_fields(big: Bitrix24Emulator) -> None:
 
 def test_result_survives_xcom(big: Bitrix24Emulator) -> None:
     result, ti = run(activity_ids=list(range(1, 301)), select=["COMMUNICATIONS"])
-    assert deserialize(json.loads(json.dumps(serialize(result)))) == result
-    assert deserialize(json.loads(json.dumps(serialize(ti.pushed["missing_ids"])))) == []
+    assert serde_deserialize(json.loads(json.dumps(serde_serialize(result)))) == result
+    assert serde_deserialize(json.loads(json.dumps(serde_serialize(ti.pushed["missing_ids"])))) == []
 
 
 class TestMissing:

@@ -35,8 +35,7 @@ from airflow_provider_b24.client import DEFAULT_REGISTRY
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.testing.fields import DEFAULT_KEYS
-
-from .conftest import use_connection
+from tests.reliability.conftest import use_connection
 
 WORKERS = 8
 IDS_PER_WORKER = 5_000

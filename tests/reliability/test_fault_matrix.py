@@ -26,6 +26,7 @@ import airflow_provider_b24.exceptions as b24_exceptions
 from airflow_provider_b24._compat import AirflowFailException
 from airflow_provider_b24.activities import fetch_activities, parse_activity
 from airflow_provider_b24.client import DEFAULT_REGISTRY, Bitrix24Client, ClientConfig, WebhookAuth
+from airflow_provider_b24.client import errors as client_errors
 from airflow_provider_b24.client import limiter as client_limiter
 from airflow_provider_b24.export import read_jsonl
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
@@ -37,8 +38,7 @@ from airflow_provider_b24.testing import Bitrix24Emulator
 from airflow_provider_b24.testing.fields import DEFAULT_KEYS
 from airflow_provider_b24.triggers import activity as trigger_module
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
-
-from .conftest import (
+from tests.reliability.conftest import (
     TOKEN_VAR_ENV,
     Armed,
     assert_no_secrets,
@@ -46,7 +46,7 @@ from .conftest import (
     exception_texts,
     use_connection,
 )
-from .matrix import CASE_BY_ID, Case, Expect, Outcome, cells, table
+from tests.reliability.matrix import CASE_BY_ID, Case, Expect, Outcome, cells, table
 
 N_EXPORT = 10_000
 FETCH_IDS = list(range(N_EXPORT, 0, -2))  # 5,000 IDs, descending: the output must keep this order
@@ -143,7 +143,8 @@ class TimeMachine:
         self.now = now
         monkeypatch.setattr(client_limiter.SystemClock, "time", lambda _self: now())
         monkeypatch.setattr(sensor_module, "_now", now)
-        monkeypatch.setattr(trigger_module, "time", types.SimpleNamespace(time=now))
+        # The trigger's wait after a 429 is ``seconds_until_retry`` (client.errors), which reads time.time().
+        monkeypatch.setattr(client_errors, "time", types.SimpleNamespace(time=now))
         monkeypatch.setattr(trigger_module, "asyncio", types.SimpleNamespace(sleep=sleep))
 
 

@@ -22,9 +22,9 @@ import requests_mock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_b24._activity_fields import ACTIVITY_FIELD_TYPES
 from airflow_provider_b24._compat import AirflowFailException
 from airflow_provider_b24.activities import (
+    ACTIVITY_FIELD_TYPES,
     ActivityParseError,
     InvalidActivityIds,
     coerce_activity_ids,
@@ -36,8 +36,7 @@ from airflow_provider_b24.client.config import settings_from_fields
 from airflow_provider_b24.exceptions import Bitrix24ConfigError, Bitrix24Error
 from airflow_provider_b24.export import export_activities
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
-
-from .conftest import CONN_ENV
+from tests.reliability.conftest import CONN_ENV
 
 PORTAL = "https://hostile.bitrix24.test"
 CODE = "hostilewebhookcode0123456789"
@@ -123,7 +122,7 @@ def test_operator_refuses_bad_ids_before_any_request(
         return
     op = Bitrix24GetActivitiesOperator(task_id="fetch", activity_ids=value)
     if ids is None:
-        with pytest.raises(AirflowFailException, match="activity_ids: invalid activity ID"):
+        with pytest.raises(AirflowFailException, match="activity_ids and select failed: invalid activity ID"):
             op.execute({"ti": TI()})  # type: ignore[arg-type]
     else:
         assert op.execute({"ti": TI()}) == []  # type: ignore[arg-type]

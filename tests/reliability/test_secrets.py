@@ -6,7 +6,7 @@ tokens are distinctive strings:
 1. ``airflow dags test`` with an **OAuth** connection whose access token has expired: the first task
    refreshes, saves the rotated pair to the Variable ``bitrix24_token__bitrix24_default`` and the
    next task (a new hook) must use that Variable's pair. ``dag.test()`` does not apply Airflow's
-   secrets masker to its console output (provider notes §2.4), so this run checks that the
+   secrets masker to its console output (observed on Airflow 3.1-3.3), so this run checks that the
    *provider itself* never prints a secret.
 2. ``airflow tasks test`` of ``fetch_activities`` (masker on, as in production) with a **webhook**
    connection at DEBUG log level, so urllib3's and the client's per-request lines are included.
@@ -22,26 +22,20 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
-import shutil
-import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_b24.testing import Bitrix24Emulator
-
-from .conftest import assert_no_secrets, emulator_secrets
+from airflow_provider_b24.testing.airflow_home import AirflowHome
+from tests.reliability.conftest import assert_no_secrets, emulator_secrets
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS = REPO_ROOT / "dags_examples"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = "b24_activities_by_id"
 OWNER = {"OWNER_TYPE_ID": 2, "OWNER_ID": 424_242}
 
@@ -49,73 +43,24 @@ WEBHOOK_CODE = "whkSECRETcode4f7a9c1e"
 CLIENT_SECRET = "cliSECRETsecret8d2b6e0a"
 
 
-def base_env(home: Path, extra: Mapping[str, str]) -> dict[str, str]:
-    """Like ``tests/e2e/conftest.py``: an own AIRFLOW_HOME with SQLite, no examples, no inherited conns."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-            **extra,
-        }
-    )
-    return env
+def variable(home: AirflowHome, key: str) -> str:
+    """A Variable's value, decrypted with the home's Fernet key when Airflow encrypted it."""
+    ((value, encrypted),) = home.rows("SELECT val, is_encrypted FROM variable WHERE key=?", key)
+    if not encrypted:
+        return str(value)
+    from cryptography.fernet import Fernet
 
-
-class Home:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = path / "airflow.db"
-
-    def airflow(self, *args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [AIRFLOW, *args],
-            env=base_env(self.path, env),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-
-    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    def variable(self, key: str) -> str:
-        """A Variable's value, decrypted with the home's Fernet key when Airflow encrypted it."""
-        ((value, encrypted),) = self.rows("SELECT val, is_encrypted FROM variable WHERE key=?", key)
-        if not encrypted:
-            return str(value)
-        from cryptography.fernet import Fernet
-
-        config = configparser.ConfigParser(interpolation=None)
-        config.read(self.path / "airflow.cfg")
-        return Fernet(config["core"]["fernet_key"].encode()).decrypt(value.encode()).decode()
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted((self.path / "logs").rglob("*")) if p.is_file()
-        )
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(home.path / "airflow.cfg")
+    return Fernet(config["core"]["fernet_key"].encode()).decrypt(value.encode()).decode()
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    path = tmp_path_factory.mktemp("secrets-home")
-    proc = subprocess.run(
-        [AIRFLOW, "db", "migrate"],
-        env=base_env(path, {}),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return Home(path)
+def home() -> Iterator[AirflowHome]:
+    """A throwaway Airflow home for the example DAGs; removed (logs with it) after the module."""
+    with AirflowHome(dags_folder=DAGS) as airflow_home:
+        airflow_home.migrate(timeout=240)
+        yield airflow_home
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +85,7 @@ def conn_env(conn: dict[str, Any]) -> dict[str, str]:
     return {"AIRFLOW_CONN_BITRIX24_DEFAULT": json.dumps(conn)}
 
 
-def run_texts(home: Home, run_id: str) -> list[str]:
+def run_texts(home: AirflowHome, run_id: str) -> list[str]:
     """Every XCom value and rendered template field of the run, as stored."""
     xcoms = home.rows("SELECT task_id, key, value FROM xcom WHERE dag_id=? AND run_id=?", DAG_ID, run_id)
     rendered = home.rows(
@@ -153,7 +98,7 @@ def run_texts(home: Home, run_id: str) -> list[str]:
     return [str(v) for row in (*xcoms, *rendered) for v in row]
 
 
-def test_no_secret_in_runs_of_the_example_dag(home: Home, emu: Bitrix24Emulator) -> None:
+def test_no_secret_in_runs_of_the_example_dag(home: AirflowHome, emu: Bitrix24Emulator) -> None:
     assert WEBHOOK_CODE in emulator_secrets(emu) and CLIENT_SECRET in emulator_secrets(emu)
 
     # -- 1. dags test, OAuth, expired access token: refresh in task 1, Variable hand-off to task 2
@@ -161,7 +106,7 @@ def test_no_secret_in_runs_of_the_example_dag(home: Home, emu: Bitrix24Emulator)
     seed_access, seed_refresh = oauth["extra"]["access_token"], oauth["extra"]["refresh_token"]
     emu.expire_tokens()
     before = emu.stats
-    proc = home.airflow(
+    proc = home.cli(
         "dags", "test", DAG_ID, "--conf", json.dumps({"owner_type_id": 2, "owner_id": OWNER["OWNER_ID"]}),
         env=conn_env(oauth),
     )  # fmt: skip
@@ -174,34 +119,33 @@ def test_no_secret_in_runs_of_the_example_dag(home: Home, emu: Bitrix24Emulator)
     assert after["token_refreshes"] - before["token_refreshes"] == 1  # once, by the first task
     assert after["token_errors"] == before["token_errors"]  # the second task did not spend the dead seed
     assert after["oauth_secrets_in_query"] == 0  # secrets only in the form body, never in a URL
-    pair = json.loads(home.variable("bitrix24_token__bitrix24_default"))
+    pair = json.loads(variable(home, "bitrix24_token__bitrix24_default"))
     assert pair["refresh_token"] in emu.portal.oauth.refresh  # the live (newest) refresh token
     assert pair["refresh_token"] != seed_refresh and pair["access_token"] != seed_access
-    texts_1 = [output, home.logs(), *run_texts(home, run_id)]
+    texts_1 = [output, home.log_text(), *run_texts(home, run_id)]
 
     # -- 2. tasks test (masker on), webhook, DEBUG logging: per-request lines with redacted URLs
-    proc = home.airflow(
+    proc = home.cli(
         "tasks", "test", DAG_ID, "fetch_activities", run_id,
         env={**conn_env(emu.connection()), "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG"},
     )  # fmt: skip
     output_2 = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_2[-4000:]
     assert "/rest/1/***/batch" in output_2  # the DEBUG request line is there, redacted
-    texts_2 = [output_2, home.logs()]
+    texts_2 = [output_2, home.log_text()]
 
     # -- 3. tasks test, OAuth whose refresh tokens were revoked: the failure text goes through logging
     failing = emu.oauth_connection()
     emu.expire_tokens()
     emu.revoke_refresh_tokens()
-    proc = home.airflow("tasks", "test", DAG_ID, "fetch_activities", run_id, env=conn_env(failing))
+    proc = home.cli("tasks", "test", DAG_ID, "fetch_activities", run_id, env=conn_env(failing))
     output_3 = proc.stdout + proc.stderr
     assert "AirflowFailException" in output_3, output_3[-4000:]  # (`tasks test` exits 0 either way)
     assert "invalid_grant" in output_3 and "re-authorised" in output_3, output_3[-4000:]
-    texts_3 = [output_3, home.logs()]
+    texts_3 = [output_3, home.log_text()]
 
     secrets = emulator_secrets(emu)  # now including every token issued during the runs
     assert emu.stats["oauth_secrets_in_query"] == 0
     assert_no_secrets(texts_1, secrets, "in the dags test run (output, logs, XComs, rendered fields)")
     assert_no_secrets(texts_2, secrets, "in the tasks test run at DEBUG level")
     assert_no_secrets(texts_3, secrets, "in the failing tasks test run")
-    shutil.rmtree(home.path / "logs", ignore_errors=True)

@@ -1,10 +1,10 @@
 """Fixtures for the browser test of the Airflow UI: an ``airflow api-server``, the emulator, Chromium.
 
-* ``airflow_ui``: ``airflow db migrate`` into a throwaway SQLite ``AIRFLOW_HOME``, then
+* ``airflow_ui``: ``airflow db migrate`` into a throwaway SQLite ``AIRFLOW_HOME`` (``AirflowHome``), then
   ``airflow api-server`` on a free loopback port with the simple auth manager (one known admin user)
   and ``[core] test_connection = Enabled``. Module-scoped (like the browser: Playwright's sync API
-  must be closed before later async tests run); its whole process group is stopped at the end, even
-  when a test fails.
+  must be closed before later async tests run); its whole process group is stopped and the home
+  removed at the end, even when a test fails.
 * ``chromium_executable``: Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it). Missing: the
   tests skip, unless ``CI`` is set, where they fail. Playwright never downloads a browser here.
 * ``ui_page``: one logged-in Playwright page in headless Chromium with an empty profile.
@@ -13,14 +13,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +27,8 @@ from typing import Any
 
 import pytest
 
-VENV_BIN = Path(sys.executable).parent
+from airflow_provider_b24.testing.airflow_home import AirflowHome, stop_process_group
+
 AIRFLOW_VERSION = version("apache-airflow-core")
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-" + secrets.token_hex(4)
@@ -56,47 +53,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_env(home: Path, port: int) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))
+def _server_settings(home: Path, port: int) -> dict[str, str]:
+    """The api-server's settings on top of the throwaway home's (SQLite, no examples)."""
+    return {
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "PYTHONWARNINGS": "ignore",
     }
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONWARNINGS": "ignore",
-        }
-    )
-    return env
-
-
-def _stop_group(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-    # uvicorn workers may outlive the parent for a moment: kill the group for sure.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=5)
 
 
 @dataclass
@@ -134,48 +104,43 @@ def chromium_executable() -> str:
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
+def airflow_ui() -> Iterator[AirflowUI]:
     """``airflow api-server`` on a free loopback port, a fresh SQLite DB, one admin user."""
-    home = tmp_path_factory.mktemp("ui-airflow-home")
-    (home / "dags").mkdir()
-    (home / "passwords.json").write_text(f'{{"{ADMIN_USER}": "{ADMIN_PASSWORD}"}}')
-    port = _free_port()
-    env = _server_env(home, port)
-    airflow = str(VENV_BIN / "airflow")
-    migrate = subprocess.run(
-        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    output = migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    assert migrate.returncode == 0, f"airflow db migrate failed:\n{output}"
+    with AirflowHome() as home:
+        (home.path / "dags").mkdir()
+        (home.path / "passwords.json").write_text(f'{{"{ADMIN_USER}": "{ADMIN_PASSWORD}"}}')
+        port = _free_port()
+        home.dags_folder = home.path / "dags"
+        home.extra_env.update(_server_settings(home.path, port))
+        home.migrate(timeout=180)
 
-    log_path = home / "api-server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stopped as a whole
+        log_path = home.path / "api-server.log"
+        with log_path.open("wb") as log:
+            # its own process group: stopped as a whole
+            proc = home.popen("api-server", "--host", "127.0.0.1", "--port", str(port), log=log)
+        ui = AirflowUI(
+            f"http://127.0.0.1:{port}", home.path, log_path, AIRFLOW_VERSION, ADMIN_USER, ADMIN_PASSWORD
         )
-    ui = AirflowUI(f"http://127.0.0.1:{port}", home, log_path, AIRFLOW_VERSION, ADMIN_USER, ADMIN_PASSWORD)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{ui.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{ui.base_url}/api/v2/monitor/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"airflow api-server not healthy after {SERVER_START_TIMEOUT}s:\n{ui.log_tail()}")
-            time.sleep(0.25)
-        yield ui
-    finally:
-        _stop_group(proc)
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{ui.log_tail()}")
+                try:
+                    with urllib.request.urlopen(f"{ui.base_url}/api/v2/monitor/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"airflow api-server not healthy after {SERVER_START_TIMEOUT}s:\n{ui.log_tail()}"
+                    )
+                time.sleep(0.25)
+            yield ui
+        finally:
+            # uvicorn workers may outlive the parent for a moment: the whole group goes
+            stop_process_group(proc, grace=15)
 
 
 @pytest.fixture(scope="module")

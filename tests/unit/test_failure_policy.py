@@ -15,8 +15,10 @@ import pytest
 from airflow.sdk import PokeReturnValue
 
 from airflow_provider_b24._compat import AirflowException, AirflowFailException
+from airflow_provider_b24.activities import ActivityParseError, InvalidActivityIds, InvalidSelect
 from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
+    Bitrix24ArgumentError,
     Bitrix24AuthError,
     Bitrix24BadRequest,
     Bitrix24ConfigError,
@@ -35,6 +37,7 @@ from airflow_provider_b24.exceptions import (
     is_permanent,
     seconds_until_retry,
 )
+from airflow_provider_b24.export import ExportArgumentError, ExportCancelled
 from airflow_provider_b24.failures import raise_for_error_event
 from airflow_provider_b24.operators.activity import Bitrix24GetActivitiesOperator
 from airflow_provider_b24.sensors.activity import Bitrix24ActivitySensor
@@ -52,6 +55,12 @@ TABLE: list[tuple[BaseException, ErrorOutcome]] = [
     (Bitrix24NotFound("Not found", http_status=400), FAIL),
     (Bitrix24BadRequest("Invalid filter", http_status=400), FAIL),
     (Bitrix24ConfigError("host is required"), FAIL),
+    # argument errors (one base) and an unreadable answer: the same call fails the same way again
+    (Bitrix24ArgumentError("concurrency must be a positive integer, got 0"), FAIL),
+    (InvalidActivityIds("abc", 0, "expected a positive integer"), FAIL),
+    (InvalidSelect("select: 1 at position 0 is not a field name"), FAIL),
+    (ExportArgumentError("updated_from has no UTC offset"), FAIL),
+    (ActivityParseError("DEADLINE", "soon", "datetime"), FAIL),
     (Bitrix24Overloaded("blocked", code="OVERLOAD_LIMIT", http_status=503), FAIL),
     (Bitrix24PortalDeleted("gone", code="PORTAL_DELETED", http_status=404), FAIL),
     (Bitrix24TransportError("TLS handshake failed", code="TLS_ERROR", retryable=False), FAIL),
@@ -61,6 +70,7 @@ TABLE: list[tuple[BaseException, ErrorOutcome]] = [
     (Bitrix24TransportError("could not connect", code="CONNECT_ERROR", retryable=True), RETRY),
     (Bitrix24TransportError("no answer", code="READ_TIMEOUT", retryable=True), RETRY),
     (RuntimeError("a bug"), UNEXPECTED),
+    (ExportCancelled("export cancelled after 10 rows"), UNEXPECTED),  # a kill: no policy applies
     (KeyError("conn"), UNEXPECTED),
 ]
 IDS = [pytest.param(error, outcome, id=f"{type(error).__name__}-{outcome}") for error, outcome in TABLE]
@@ -165,3 +175,14 @@ def test_old_export_operator_path_is_deprecated_but_works() -> None:
     with pytest.warns(DeprecationWarning, match=r"operators\.export"):
         old = activity.Bitrix24ExportActivitiesOperator  # type: ignore[attr-defined]
     assert old is export.Bitrix24ExportActivitiesOperator
+
+
+def test_argument_errors_share_one_base_and_stay_value_errors() -> None:
+    for cls in (InvalidActivityIds, InvalidSelect, ExportArgumentError):
+        assert issubclass(cls, Bitrix24ArgumentError)
+    assert issubclass(Bitrix24ArgumentError, Bitrix24ConfigError)
+    assert issubclass(Bitrix24ArgumentError, ValueError)
+    assert issubclass(ActivityParseError, Bitrix24Error) and issubclass(ActivityParseError, ValueError)
+    assert not issubclass(ExportCancelled, Bitrix24Error)
+    # the message is the argument error's own text (no class-name prefix)
+    assert str(InvalidActivityIds("abc", 2, "bad")) == "invalid activity ID 'abc' at position 2: bad"

@@ -1,8 +1,8 @@
 """Parsed activities survive Airflow's XCom path: serde serialize -> JSON text -> deserialize.
 
-This is the path ``BaseXCom.serialize_value`` / ``deserialize_value`` take (Airflow 3.3 keeps serde in
-``airflow.sdk.serde``, 3.1 in ``airflow.serialization.serde``). The pitfall it guards against: stdlib
-datetimes with a fixed offset fail when the downstream task pulls them.
+This is the path ``BaseXCom.serialize_value`` / ``deserialize_value`` take (serde through ``_compat``:
+Airflow 3.3 keeps it in ``airflow.sdk.serde``, 3.1 in ``airflow.serialization.serde``). The pitfall it
+guards against: stdlib datetimes with a fixed offset fail when the downstream task pulls them.
 """
 
 from __future__ import annotations
@@ -16,17 +16,13 @@ from typing import Any
 import pendulum
 import pytest
 
+from airflow_provider_b24._compat import serde_deserialize, serde_serialize
 from airflow_provider_b24.activities import parse_activity
 from tests.conftest import SAMPLES_DIR
 
-try:  # Airflow >= 3.2
-    from airflow.sdk.serde import deserialize, serialize
-except ImportError:  # Airflow 3.1
-    from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
-
 
 def _round_trip(value: Any) -> Any:
-    return deserialize(json.loads(json.dumps(serialize(value))))
+    return serde_deserialize(json.loads(json.dumps(serde_serialize(value))))
 
 
 @pytest.fixture

@@ -4,18 +4,13 @@ schema, request counts read from the emulator, the field-by-field judge, extrapo
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.report import goals, render_chart, render_markdown  # noqa: E402
-from benchmarks.run import Profile, extrapolate_naive, physical_limit, run_profile  # noqa: E402
-from benchmarks.verify import check_rows  # noqa: E402
+from benchmarks.report import goals, render_chart, render_markdown
+from benchmarks.run import Profile, extrapolate_naive, physical_limit, run_profile
+from benchmarks.verify import check_rows
 
 REQUIRED = {
     "scenario": str,

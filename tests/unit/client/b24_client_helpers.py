@@ -1,4 +1,4 @@
-"""Shared helpers for the client unit tests (imported by name; the directory is on sys.path)."""
+"""Shared helpers for the client unit tests (``from tests.unit.client.b24_client_helpers import ...``)."""
 
 from __future__ import annotations
 

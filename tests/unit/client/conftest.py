@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from b24_client_helpers import CODE, PORTAL, FakeClock
 
 from airflow_provider_b24.client import Bitrix24Client, ClientConfig, WebhookAuth
 from airflow_provider_b24.client.limiter import LimiterRegistry
+from tests.unit.client.b24_client_helpers import CODE, PORTAL, FakeClock
 
 
 @pytest.fixture

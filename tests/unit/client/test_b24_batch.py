@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import requests_mock as rm
-from b24_client_helpers import BASE, ok
 
 from airflow_provider_b24.client import ResultRef
 from airflow_provider_b24.exceptions import (
@@ -16,6 +15,7 @@ from airflow_provider_b24.exceptions import (
     Bitrix24ConfigError,
     Bitrix24NotFound,
 )
+from tests.unit.client.b24_client_helpers import BASE, ok
 
 
 def echo_batch(request: Any, context: Any) -> Any:

@@ -8,7 +8,6 @@ import logging
 import pytest
 import requests
 import requests_mock as rm
-from b24_client_helpers import BASE, CODE, PORTAL, err, ok
 
 from airflow_provider_b24.client import USER_AGENT, Bitrix24Client, ClientConfig, WebhookAuth
 from airflow_provider_b24.exceptions import (
@@ -18,6 +17,7 @@ from airflow_provider_b24.exceptions import (
     Bitrix24RateLimited,
     Bitrix24TransportError,
 )
+from tests.unit.client.b24_client_helpers import BASE, CODE, PORTAL, err, ok
 
 
 def test_post_json_with_headers(client) -> None:

@@ -1,4 +1,5 @@
-"""Every row of the system-error table (reference §6): status + code -> class, retried or not."""
+"""Every row of the system-error table (https://apidocs.bitrix24.com/error-codes.html): status + code ->
+class, retried or not."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import pickle
 
 import pytest
 import requests_mock as rm
-from b24_client_helpers import BASE, CODE, err, ok
 
 from airflow_provider_b24.exceptions import (
     Bitrix24AccessDenied,
@@ -25,6 +25,7 @@ from airflow_provider_b24.exceptions import (
     Bitrix24TransportError,
     classify_error,
 )
+from tests.unit.client.b24_client_helpers import BASE, CODE, err, ok
 
 # (HTTP status, error code, description, expected class, retried by the client)
 SYSTEM_TABLE = [

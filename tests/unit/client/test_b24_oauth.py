@@ -10,10 +10,10 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests_mock as rm
-from b24_client_helpers import PORTAL, err, ok
 
 from airflow_provider_b24.client import MemoryTokenStore, OAuthAuth, TokenPair
 from airflow_provider_b24.exceptions import Bitrix24AuthError
+from tests.unit.client.b24_client_helpers import PORTAL, err, ok
 
 TOKEN_URL = "https://oauth.example.com/oauth/token/"
 CLIENT_SECRET = "clientSecretValue"

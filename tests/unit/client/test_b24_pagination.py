@@ -10,11 +10,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 import requests_mock as rm
-from b24_client_helpers import BASE
 
 from airflow_provider_b24.client.errors import Bitrix24ServerError
 from airflow_provider_b24.client.pagination import keyset_plan, rows_of
 from airflow_provider_b24.exceptions import Bitrix24ConfigError, Bitrix24NotFound
+from tests.unit.client.b24_client_helpers import BASE
 
 
 def parse_php(query: str) -> dict[str, Any]:

@@ -43,13 +43,11 @@ class FakeListClient:
         rows: list[dict[str, Any]],
         *,
         fail_after_rows: int | None = None,
-        duplicate_every: int | None = None,
     ) -> None:
         self.rows = sorted(rows, key=lambda r: int(r["ID"]))
         self.stats = SimpleNamespace(requests=0)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_after_rows = fail_after_rows
-        self.duplicate_every = duplicate_every
 
     def _match(self, row: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
         for key, value in flt.items():
@@ -83,8 +81,6 @@ class FakeListClient:
                 out = row if "*" in select else {k: v for k, v in row.items() if k in select}
                 yield dict(out)
                 served += 1
-                if self.duplicate_every and served % self.duplicate_every == 0:
-                    yield dict(out)
             position += len(chunk)
             if len(chunk) < page_rows:
                 return

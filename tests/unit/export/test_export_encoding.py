@@ -174,7 +174,7 @@ class TestFormat:
             validate_format(fmt)
 
     def test_parquet_without_pyarrow_names_the_package(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("airflow_provider_b24.export.parquet_available", lambda: False)
+        monkeypatch.setattr("airflow_provider_b24.export.writers.parquet_available", lambda: False)
         assert validate_format("parquet", check_dependencies=False) == "parquet"
         with pytest.raises(ExportArgumentError, match="pyarrow"):
             validate_format("parquet")

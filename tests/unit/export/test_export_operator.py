@@ -75,7 +75,7 @@ def test_unknown_format_fails_at_construction(fmt: str) -> None:
 def test_parquet_without_pyarrow_fails_at_execute_naming_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("airflow_provider_b24.export.parquet_available", lambda: False)
+    monkeypatch.setattr("airflow_provider_b24.export.writers.parquet_available", lambda: False)
     op, hook = make(tmp_path, format="parquet")
     with pytest.raises(AirflowFailException, match="pyarrow"):
         op.execute({})
@@ -111,7 +111,7 @@ def test_bad_arguments_fail_without_retries_before_any_request(
 ) -> None:
     client = FakeListClient(spread_rows(10))
     op, _ = make(tmp_path, client, **kwargs)
-    with pytest.raises(AirflowFailException, match="export: ") as err:
+    with pytest.raises(AirflowFailException, match=r"^export failed: ") as err:
         op.execute({})
     assert fragment in str(err.value)
     assert client.stats.requests == 0

@@ -15,6 +15,7 @@ from airflow_provider_b24.export import (
     ExportArgumentError,
     ExportCancelled,
     export_activities,
+    iter_window_rows,
     read_jsonl,
 )
 from tests.unit.export.export_fakes import BASE, FakeListClient, spread_rows, wire_row
@@ -76,12 +77,13 @@ def test_consecutive_intervals_cover_every_row_once(tmp_path: Path) -> None:
     assert len(seen) == len(set(seen))
 
 
-def test_duplicates_are_written_once(tmp_path: Path) -> None:
-    client = FakeListClient(spread_rows(120), duplicate_every=10)
-    out = tmp_path / "d.jsonl"
-    result = run(client, out, BASE, BASE + 2 * HOUR)
-    assert ids_in(out) == list(range(1, 121))
-    assert result.rows == 120 and result.duplicates == 12
+def test_duplicates_count_is_deprecated_and_zero(tmp_path: Path) -> None:
+    result = run(FakeListClient(spread_rows(3)), tmp_path / "d.jsonl", BASE, BASE + HOUR)
+    with pytest.warns(DeprecationWarning, match="always 0"):
+        assert result.duplicates == 0
+    with pytest.warns(DeprecationWarning, match="ignored"):
+        rows = list(iter_window_rows(FakeListClient(spread_rows(3)), {}, ["*"], duplicates=[0]))
+    assert [int(r["ID"]) for r in rows] == [1, 2, 3]
 
 
 @pytest.mark.parametrize(("count", "requests"), [(0, 1), (1, 1), (49, 1), (50, 2), (2550, 3), (5000, 3)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -158,6 +159,31 @@ def test_test_connection_oauth_uses_app_info(monkeypatch: pytest.MonkeyPatch) ->
         ok, message = hook.test_connection()
     assert ok is True, message
     assert json.loads(route.last_request.body)["auth"] == "seedAccessToken"
+
+
+def test_test_connection_keeps_the_connections_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Test button's client is the connection's own config with only the waiting shortened."""
+    extra = {"operating_budget": 300, "rate_limit": 5, "burst": 100, "verify": "false", "timeout": 20}
+    set_conn(monkeypatch, host="hook.example.com", login="7", password=CODE, extra=extra)
+    hook = Bitrix24Hook(bitrix24_conn_id="b24")
+    used: list[Any] = []
+    real_client = Bitrix24Client
+
+    def recording_client(*args: Any, **kwargs: Any) -> Bitrix24Client:
+        used.append(args[2])
+        return real_client(*args, **kwargs)
+
+    with rm.Mocker() as m, mock.patch("airflow_provider_b24.hooks.bitrix24.Bitrix24Client", recording_client):
+        m.post(BASE + "profile", json={"result": {"ID": "7"}})
+        ok, message = hook.test_connection()
+    assert ok is True, message
+    (config,) = used
+    connection = hook.get_settings().config
+    assert (config.operating_budget, config.rate_limit, config.burst, config.verify) == (300, 5, 100, False)
+    assert config == dataclasses.replace(
+        connection, max_retries=1, operating_max_wait=0.0, backoff_base=0.5, backoff_max=1.0
+    )
+    assert (config.timeout, config.connect_timeout) == (20, 10)
 
 
 # ---------------------------------------------------------------- OAuth token store

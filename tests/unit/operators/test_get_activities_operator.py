@@ -173,7 +173,10 @@ class TestExecute:
     )
     def test_bad_ids_fail_before_any_request(self, ids: Any, fragment: str) -> None:
         fake = FakeClient(range(1, 10))
-        with pytest.raises(AirflowFailException, match=r"^activity_ids: " + fragment.replace("[", r"\[")):
+        with pytest.raises(
+            AirflowFailException,
+            match=r"^Checking activity_ids and select failed: " + fragment.replace("[", r"\["),
+        ):
             _run(_op(fake, activity_ids=ids))
         assert fake.requests == 0
 
@@ -317,15 +320,13 @@ def test_format_ids() -> None:
 
 
 def test_result_types_survive_xcom() -> None:
-    try:
-        from airflow.sdk.serde import deserialize, serialize
-    except ImportError:
-        from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
     import json
+
+    from airflow_provider_b24._compat import serde_deserialize, serde_serialize
 
     fake = FakeClient(range(1, 5))
     fake.rows[1]["RESULT_SUM"] = "12.30"
     result, _ = _run(_op(fake, activity_ids=[1, 2]))
-    back = deserialize(json.loads(json.dumps(serialize(result))))
+    back = serde_deserialize(json.loads(json.dumps(serde_serialize(result))))
     assert back == result
     assert back[0]["RESULT_SUM"] == Decimal("12.30")

@@ -84,6 +84,7 @@ def test_declarative_fields_are_well_formed(info: dict) -> None:
         "rate_limit",
         "burst",
         "operating_max_wait",
+        "operating_budget",
         "verify",
     }
     allowed_formats = {"password", "multiline", "email", "url", "json", "date", "date-time", "time"}
@@ -158,3 +159,42 @@ def test_cli_lists_provider_and_hook() -> None:
     hooks = _airflow_cli("providers", "hooks")
     line = next(line for line in hooks.splitlines() if line.startswith("bitrix24"))
     assert "airflow_provider_b24.hooks.bitrix24.Bitrix24Hook" in line
+
+
+def _extra_keys_the_client_reads() -> set[str]:
+    """Every ``extra.get("...")`` / ``_text(extra, "...")`` key in the client's connection reader."""
+    import ast
+
+    from airflow_provider_b24.client import config
+
+    keys: set[str] = set()
+    for node in ast.walk(ast.parse(Path(config.__file__).read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func, args = node.func, node.args
+        on_extra = bool(args) and getattr(args[0], "id", "") == "extra"
+        is_get = (
+            isinstance(func, ast.Attribute)
+            and func.attr == "get"
+            and getattr(func.value, "id", "") == "extra"
+        )
+        reads_extra = is_get or (isinstance(func, ast.Name) and func.id == "_text" and on_extra)
+        literal = [a for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        if reads_extra and literal:
+            keys.add(literal[0].value)
+    return keys
+
+
+def test_every_extra_the_client_reads_is_in_both_connection_forms() -> None:
+    """The declarative form (3.2+) and the legacy widgets (3.1) offer every extra the client reads."""
+    read = _extra_keys_the_client_reads()
+    assert {"operating_budget", "operating_max_wait", "verify", "client_id"} <= read  # the scan works
+    assert read - set(CONN_FIELDS) == set()
+    legacy = set(connection_form.legacy_widget_spec())
+    assert read - legacy == set(connection_form.LEGACY_OMITTED)  # webhook_url: see LEGACY_OMITTED
+    assert read - set(UI_FIELD_BEHAVIOUR["placeholders"]) <= {
+        "client_id",
+        "client_secret",
+        "access_token",
+        "refresh_token",
+    }

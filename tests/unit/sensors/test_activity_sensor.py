@@ -493,3 +493,17 @@ def test_dag_default_args_retries_win_over_the_deferrable_default() -> None:
         assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 0
     with DAG("e", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
         assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 1
+
+
+def test_an_unreadable_activity_fails_without_retries_like_the_operator() -> None:
+    """``ActivityParseError`` is permanent (the same row parses the same way): no Airflow retries."""
+    portal = FakePortal()
+    portal.add(1, completed=True)
+    portal.rows[1]["START_TIME"] = "tomorrow"
+    sensor = make_sensor(portal, activity_ids=[1])
+    with pytest.raises(AirflowFailException, match="field START_TIME: cannot parse 'tomorrow'") as info:
+        sensor.poke({})
+    assert "ActivityParseError; not retrying" in str(info.value)
+    event = {"status": "success", "activities": [portal.rows[1]]}
+    with pytest.raises(AirflowFailException, match="ActivityParseError"):
+        sensor.execute_complete({}, event)

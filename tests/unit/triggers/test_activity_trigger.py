@@ -185,12 +185,10 @@ def test_serialize_is_json_plain_and_rebuilds_the_trigger() -> None:
 
 def test_serialize_survives_airflow_serde() -> None:
     """Since Airflow 3.2 the task runner ships trigger kwargs through ``airflow.sdk.serde``."""
-    try:
-        from airflow.sdk.serde import deserialize, serialize
-    except ImportError:  # Airflow 3.1
-        from airflow.serialization.serde import deserialize, serialize
+    from airflow_provider_b24._compat import serde_deserialize, serde_serialize
+
     _, kwargs = trigger().serialize()
-    assert deserialize(json.loads(json.dumps(serialize(kwargs)))) == kwargs
+    assert serde_deserialize(json.loads(json.dumps(serde_serialize(kwargs)))) == kwargs
 
 
 def test_serialize_never_contains_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
