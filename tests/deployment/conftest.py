@@ -26,6 +26,7 @@ DAG_IDS = [
     "deploy_sensor_immediate",
     "deploy_sensor_restart",
     "deploy_sensor_immediate_retry",
+    "deploy_sensor_shipped",
     "deploy_oauth",
     "deploy_export_s3",
     "b24_mapped_fetch",

@@ -72,8 +72,10 @@ def sensor_dag(dag_id: str, *, first_poll_delay: float | None, retries: int | No
 deploy_sensor = sensor_dag("deploy_sensor", first_poll_delay=None)
 deploy_sensor_immediate = sensor_dag("deploy_sensor_immediate", first_poll_delay=0)
 deploy_sensor_restart = sensor_dag("deploy_sensor_restart", first_poll_delay=None)
-# Today's immediate first poll, but with the deferrable sensor's default retries=1: recoverable.
+# The immediate first poll, but with the deferrable sensor's default retries=1: recoverable.
 deploy_sensor_immediate_retry = sensor_dag("deploy_sensor_immediate_retry", first_poll_delay=0, retries=None)
+# What ships: the default first-poll delay and the deferrable sensor's default retries=1.
+deploy_sensor_shipped = sensor_dag("deploy_sensor_shipped", first_poll_delay=None, retries=None)
 
 
 with DAG(
@@ -91,9 +93,8 @@ with DAG(
         """Call the portal through the OAuth connection for ``seconds`` (tokens expire meanwhile)."""
         hook = Bitrix24Hook(bitrix24_conn_id="bitrix24_oauth")
         done, refreshes = 0, 0
-        deadline = time.monotonic() + seconds
         try:
-            while done < calls and time.monotonic() < deadline:
+            while done < calls:
                 hook.call("crm.activity.get", {"id": 1 + done % 50})
                 done += 1
                 time.sleep(seconds / calls)
