@@ -155,6 +155,16 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Bitrix24", "python-modules": ["airflow_provider_b24.triggers.activity"]}
         ],
+        # The hook reports bitrix24://<portal host>/<dataset> assets (docs/lineage.md): Airflow
+        # normalises them with the handler and OpenLineage turns them into datasets with the converter.
+        "asset-uris": [
+            {
+                "schemes": ["bitrix24"],
+                "handler": "airflow_provider_b24.lineage.sanitize_uri",
+                "factory": "airflow_provider_b24.lineage.create_asset",
+                "to_openlineage_converter": "airflow_provider_b24.lineage.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

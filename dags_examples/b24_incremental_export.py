@@ -18,6 +18,13 @@ What it shows
 * Only a small summary goes through XCom (``path``, ``rows``, ``requests``, the bounds sent); the
   ``report`` task reads the file back with ``airflow_provider_b24.export.read_jsonl`` (typed values:
   ``int``, ``bool``, pendulum ``DateTime`` with the portal's offset, ``Decimal``).
+* Lineage: the export declares the Airflow asset ``export_asset(PATH)``, the export folder (the file
+  name is templated, so the folder is what is known when the DAG is parsed). Each successful run
+  records an asset event whose ``extra`` names the file (``path``, ``rows``, ``updated_from``,
+  ``updated_to``), and the second DAG here, ``b24_incremental_export_consumer``, is scheduled on
+  that asset and reads the file from its triggering event. With the OpenLineage provider, the
+  export reports its input ``bitrix24://<portal host>`` / ``crm.activity`` and the file as its
+  output (``docs/lineage.md``).
 
 Connection
 ----------
@@ -49,7 +56,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from airflow_provider_b24.export import is_local_path, read_jsonl
-from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator
+from airflow_provider_b24.operators.export import Bitrix24ExportActivitiesOperator, export_asset
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,11 @@ def _export_root() -> str:
     return str(home / "exports" / "bitrix24" / "activities")
 
 
+PATH = _export_root() + FILE_TEMPLATE
+#: The asset the export declares (its folder): ``None`` only for a relative ``B24_EXPORT_ROOT``.
+EXPORT_ASSET = export_asset(PATH)
+
+
 @dag(
     dag_id="b24_incremental_export",
     schedule=INTERVAL,
@@ -88,7 +100,7 @@ def b24_incremental_export() -> None:
         bitrix24_conn_id=CONN_ID,
         updated_from="{{ " + WINDOW_START + " }}",  # inclusive
         updated_to="{{ data_interval_end }}",  # exclusive
-        path=_export_root() + FILE_TEMPLATE,
+        path=PATH,  # outlets: [EXPORT_ASSET] by default
         format="jsonl",
     )
 
@@ -114,3 +126,31 @@ def b24_incremental_export() -> None:
 
 
 b24_incremental_export()
+
+
+@dag(
+    dag_id="b24_incremental_export_consumer",
+    schedule=[EXPORT_ASSET] if EXPORT_ASSET is not None else None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["bitrix24", "example"],
+    doc_md="Runs after each export of ``b24_incremental_export`` (scheduled on its asset) and reads "
+    "the file named by the triggering asset event.",
+)
+def b24_incremental_export_consumer() -> None:
+    @task
+    def newest_export(**context: Any) -> list[dict[str, Any]]:
+        """The files the triggering export runs wrote (from their asset events' ``extra``)."""
+        events = context["triggering_asset_events"][EXPORT_ASSET] if EXPORT_ASSET is not None else []
+        files = [
+            {key: event.extra.get(key) for key in ("path", "rows", "updated_from", "updated_to")}
+            for event in events
+        ]
+        for file in files:
+            log.info("exported %s rows to %s", file["rows"], file["path"])
+        return files
+
+    newest_export()
+
+
+b24_incremental_export_consumer()

@@ -74,6 +74,8 @@ class Bitrix24Hook(BaseHook):
 
     Nothing is read or sent in ``__init__``; the client is built on first use and reused (one HTTP
     session, keep-alive). Rotated OAuth tokens are kept in the Variable ``bitrix24_token__<conn_id>``.
+    Reads and writes are reported to Airflow's hook-lineage collector as ``bitrix24://<portal
+    host>/<entity>`` assets, once per hook and entity (``docs/lineage.md``).
 
     :param bitrix24_conn_id: the Airflow connection of type ``bitrix24``.
     """
@@ -88,6 +90,8 @@ class Bitrix24Hook(BaseHook):
         self.bitrix24_conn_id = bitrix24_conn_id
         self._client: Bitrix24Client | None = None
         self._settings: ConnectionSettings | None = None
+        #: Datasets already reported to Airflow's hook-lineage collector (once per hook and dataset).
+        self._lineage_reported: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"Bitrix24Hook(bitrix24_conn_id={self.bitrix24_conn_id!r})"
@@ -169,24 +173,40 @@ class Bitrix24Hook(BaseHook):
         """The client's counters (requests, retries, limiter wait...)."""
         return self.get_conn().stats
 
+    def _report_lineage(self, *methods: str) -> None:
+        """Report the datasets these REST methods read or write to Airflow's hook-lineage collector."""
+        from airflow_provider_b24.lineage import report_hook_lineage
+
+        portal = self.get_settings().portal.base_url  # scheme://host[:port]: no secret
+        for method in methods:
+            report_hook_lineage(self, portal, method, self._lineage_reported)
+
     # ------------------------------------------------------------------ generic API
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call a REST method; return its ``result`` as sent (scalars are strings)."""
-        return self.get_conn().call(method, params)
+        result = self.get_conn().call(method, params)
+        self._report_lineage(method)
+        return result
 
     def call_envelope(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Call a REST method; return the whole body (``result``, ``time``, ``total``, ``next``)."""
-        return self.get_conn().call_envelope(method, params)
+        envelope = self.get_conn().call_envelope(method, params)
+        self._report_lineage(method)
+        return envelope
 
     def batch(self, commands: Mapping[str, Command], *, halt: bool = False) -> BatchResult:
         """Run ``{key: (method, params)}`` commands, ≤ 50 per request; see :meth:`Bitrix24Client.batch`."""
-        return self.get_conn().batch(commands, halt=halt)
+        result = self.get_conn().batch(commands, halt=halt)
+        self._report_lineage(*{c if isinstance(c, str) else c[0] for c in commands.values()})
+        return result
 
     def iter_list(
         self, method: str, params: Mapping[str, Any] | None = None, *, fast: bool | None = None
     ) -> Iterator[Any]:
         """Yield every row of a ``*.list`` method once, lazily; see :meth:`Bitrix24Client.iter_list`."""
-        return self.get_conn().iter_list(method, params, fast=fast)
+        rows = self.get_conn().iter_list(method, params, fast=fast)
+        self._report_lineage(method)
+        return rows
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap read-only call (``profile`` for webhooks, ``app.info`` for OAuth); never raises."""
@@ -225,6 +245,7 @@ class Bitrix24Hook(BaseHook):
         from airflow_provider_b24.activities import fetch_activities
 
         result = fetch_activities(self.get_conn(), ids, select=select)
+        self._report_lineage("crm.activity.list")
         return {int(row["ID"]): row for row in result.activities}
 
     def iter_activities(

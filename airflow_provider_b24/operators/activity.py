@@ -30,11 +30,14 @@ from airflow_provider_b24.activities import (
     max_requests,
     parse_activities,
 )
+from airflow_provider_b24.datasets import Read
 from airflow_provider_b24.exceptions import Bitrix24ArgumentError
 from airflow_provider_b24.failures import fail_task, permanent_errors_fail_the_task
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+from airflow_provider_b24.lineage import operator_lineage, read_by
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 __all__ = ["XCOM_WARN_THRESHOLD", "Bitrix24GetActivitiesOperator", "OnMissing", "format_ids"]
@@ -136,6 +139,8 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
         self.select = select
         self.on_missing = _choice(OnMissing, "on_missing", on_missing).value
         self.strategy = _choice(FetchStrategy, "strategy", strategy).value
+        #: What execute read, for the lineage (portal, select, rows; never rows' data).
+        self._lineage_read: Read | None = None
 
     @cached_property
     def hook(self) -> Bitrix24Hook:
@@ -171,6 +176,7 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
             max_requests(len(ids), self.strategy),
         )
         with permanent_errors_fail_the_task("Fetching activities from Bitrix24"):
+            self._lineage_read = read_by(self.hook, select)
             try:
                 result = fetch_activities(
                     self.hook, ids, select=select, strategy=self.strategy, progress=_ProgressLog(self.log)
@@ -180,6 +186,7 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
             activities = parse_activities(result.activities)  # ActivityParseError: FAIL
 
         ti.xcom_push(key="missing_ids", value=result.missing_ids)
+        self._lineage_read = read_by(self.hook, select, rows=len(activities))
         self.log.info(
             "Fetched %d of %d activities in %d requests (%.1f s rate-limit wait); %d missing.",
             len(activities),
@@ -191,6 +198,13 @@ class Bitrix24GetActivitiesOperator(BaseOperator):
         if result.missing_ids:
             self._handle_missing(result, len(ids))
         return activities
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input ``bitrix24://<portal host>`` / ``crm.activity``, its fields and rows.
+
+        Built from what ``execute`` remembered (no request); see ``docs/lineage.md``.
+        """
+        return operator_lineage(self._lineage_read)
 
     def _handle_missing(self, result: FetchResult, requested: int) -> None:
         missing = result.missing_ids

@@ -15,24 +15,41 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, BaseOperator
 
+from airflow_provider_b24.datasets import FileWrite, export_asset_uri, file_uri
 from airflow_provider_b24.export import (
     AtomicTarget,
     ExportArgumentError,
     RemotePath,
     export_activities,
     is_local_path,
+    normalise_select,
     validate_format,
 )
 from airflow_provider_b24.failures import permanent_errors_fail_the_task
+from airflow_provider_b24.lineage import operator_lineage, read_by
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
+    from airflow_provider_b24.datasets import Read
     from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
-__all__ = ["Bitrix24ExportActivitiesOperator"]
+__all__ = ["Bitrix24ExportActivitiesOperator", "export_asset"]
+
+
+def export_asset(path: Any) -> Asset | None:
+    """The Airflow asset a ``Bitrix24ExportActivitiesOperator`` with this ``path`` declares.
+
+    Schedule a downstream DAG on it: ``schedule=[export_asset(PATH)]``. A fixed path is its own
+    asset; a templated one is represented by its folder (the part before the first Jinja
+    expression), since assets are declared when the DAG is parsed. ``None`` when nothing is fixed
+    (the path starts with a template, is relative, or comes from XCom).
+    """
+    uri = export_asset_uri(path)
+    return Asset(uri=uri) if uri is not None else None
 
 
 class Bitrix24ExportActivitiesOperator(BaseOperator):
@@ -65,6 +82,11 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
     :param format: ``"jsonl"`` (default), ``"csv"`` or ``"parquet"`` (needs ``pyarrow``).
     :param object_storage_conn_id: the Airflow connection for a non-local ``path`` (passed to
         ``ObjectStoragePath``); ``None`` uses the store's default.
+    :param outlets: Airflow's; by default the export's asset (:func:`export_asset`): the file's URI
+        for a fixed ``path``, the folder before the first Jinja expression for a templated one
+        (``file:///data/b24`` for ``/data/b24/{{ ds }}.jsonl``). Each run's asset event carries the
+        file written in its ``extra`` (``path``, ``rows``, ``updated_from``, ``updated_to``).
+        Pass ``outlets=[...]`` to declare others, ``[]`` for none. See ``docs/lineage.md``.
     """
 
     template_fields: Sequence[str] = (
@@ -91,6 +113,8 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
         object_storage_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if "outlets" not in kwargs:
+            kwargs["outlets"] = [asset] if (asset := export_asset(path)) is not None else []
         super().__init__(**kwargs)
         self.bitrix24_conn_id = bitrix24_conn_id
         self.updated_from = updated_from
@@ -104,6 +128,9 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
         self.object_storage_conn_id = object_storage_conn_id
         self._cancel = threading.Event()
         self._target: AtomicTarget | None = None
+        #: What execute read and wrote, for the lineage (names, select, row counts; never data).
+        self._lineage_read: Read | None = None
+        self._lineage_write: FileWrite | None = None
 
     @cached_property
     def hook(self) -> Bitrix24Hook:
@@ -144,6 +171,7 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
                 validate_format(self.format)
                 target = self._resolve_path()
                 client = self.hook.get_conn()
+                self._lineage_read = read_by(self.hook, self.select)  # rows: known at the end
                 result = export_activities(
                     client,
                     updated_from=self.updated_from,
@@ -161,7 +189,32 @@ class Bitrix24ExportActivitiesOperator(BaseOperator):
         summary = result.to_xcom()
         if isinstance(self.path, str):
             summary["path"] = self.path  # as rendered, not as the object store spells it
+        self._remember_lineage(context, target, result.rows, summary)
         return summary
+
+    def _remember_lineage(self, context: Context, target: Any, rows: int, summary: dict[str, Any]) -> None:
+        """Keep what was read and written (for OpenLineage) and describe the file in the asset event."""
+        select = tuple(normalise_select(self.select))
+        self._lineage_read = read_by(self.hook, select, rows=rows)
+        uri = file_uri(target)  # no user info (an object store's conn_id)
+        self._lineage_write = FileWrite(path=uri, format=self.format, select=select, rows=rows)
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        extra: dict[str, Any] = {"path": uri, "rows": rows, "format": self.format}
+        extra.update({key: summary[key] for key in ("updated_from", "updated_to")})
+        for outlet in self.outlets:
+            # Our asset (or one the user declared for the file or a folder above it).
+            if isinstance(outlet, Asset) and (uri + "/").startswith(outlet.uri.rstrip("/") + "/"):
+                outlet_events[outlet].extra.update(extra)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input ``bitrix24://<portal host>`` / ``crm.activity`` and the file written.
+
+        The file is named by OpenLineage's conventions (``file`` + absolute path, ``s3://<bucket>``
+        + key...); both carry a schema facet and their row count. See ``docs/lineage.md``.
+        """
+        return operator_lineage(self._lineage_read, self._lineage_write)
 
     def on_kill(self) -> None:
         """Stop the export and remove its temporary file (``path`` keeps what it had)."""

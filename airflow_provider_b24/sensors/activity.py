@@ -44,10 +44,14 @@ from airflow_provider_b24.exceptions import (
 )
 from airflow_provider_b24.failures import fail_task, permanent_errors_fail_the_task, raise_for_error_event
 from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
+from airflow_provider_b24.lineage import operator_lineage, read_by
 from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
+
+    from airflow_provider_b24.datasets import Read
 
 
 def _now() -> float:
@@ -116,6 +120,8 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         self.first_poll_delay = first_poll_delay
         #: unix time before which no request is sent (set by a 429 OPERATION_TIME_LIMIT).
         self._not_before: float | None = None
+        #: What the successful poke read, for the lineage (portal, select, rows; never rows' data).
+        self._lineage_read: Read | None = None
 
     @cached_property
     def hook(self) -> Bitrix24Hook:
@@ -182,6 +188,7 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         )
         with permanent_errors_fail_the_task(f"{self.task_id}: parsing activities"):
             activities = [parse_activity(row) for row in result.activities]
+        self._lineage_read = read_by(self.hook, select, rows=len(activities))
         return PokeReturnValue(is_done=True, xcom_value=activities)
 
     def _operation_time_limit(self, error: Any) -> PokeReturnValue:
@@ -237,8 +244,17 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
             rows = event.get("activities") or []
             self.log.info("Trigger reported %d activities ready", len(rows))
             with permanent_errors_fail_the_task(f"{self.task_id}: parsing activities"):
-                return [parse_activity(row) for row in rows]
+                activities = [parse_activity(row) for row in rows]
+            self._lineage_read = read_by(self.hook, self._select(), rows=len(activities))
+            return activities
         raise_for_error_event(self.task_id, event)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input ``bitrix24://<portal host>`` / ``crm.activity``, its fields and rows.
+
+        Built from what the last poke (or the trigger's event) returned; see ``docs/lineage.md``.
+        """
+        return operator_lineage(self._lineage_read)
 
 
 def _iso(unix_time: float) -> str:
