@@ -13,7 +13,10 @@ Refresh safety:
 * right before refreshing, the store is re-read, so a pair rotated by another worker (and saved to a
   shared store such as an Airflow Variable) is used instead of burning a dead refresh token;
 * a store may offer ``lock()`` (a context manager) to serialise refreshes across processes too;
-  the hook's store uses a file lock, which covers workers on one machine.
+  the hook's store uses a file lock, which covers workers on one machine;
+* a store may offer ``wait_for_newer(spent_pair)``: after ``invalid_grant`` (another process, maybe
+  on another machine, spent the same refresh token first) it returns the pair that process saved,
+  which is adopted instead of failing (the hook's Variable store waits a bounded time for it).
 """
 
 from __future__ import annotations
@@ -227,11 +230,28 @@ class OAuthAuth:
                     "(the app must be re-authorised to get one)",
                     code="NO_REFRESH_TOKEN",
                 )
-            new_pair = self._request_new_pair(session, current, timeout=timeout, verify=verify)
+            try:
+                new_pair = self._request_new_pair(session, current, timeout=timeout, verify=verify)
+            except Bitrix24AuthError as exc:
+                adopted = self._adopt_after_lost_race(exc, current)
+                if adopted is None:
+                    raise
+                self._pair = adopted  # another process (another machine) won the refresh race
+                return False
             self.store.save(new_pair)
             self._pair = new_pair
             self.refreshes += 1
             return True
+
+    def _adopt_after_lost_race(self, error: Bitrix24AuthError, spent: TokenPair) -> TokenPair | None:
+        """On ``invalid_grant``, the pair a store with ``wait_for_newer(spent)`` reports, if any."""
+        wait_for_newer = getattr(self.store, "wait_for_newer", None)
+        if (error.code or "").lower() != "invalid_grant" or not callable(wait_for_newer):
+            return None
+        pair = wait_for_newer(spent)
+        if pair is None or not pair.refresh_token or pair.refresh_token == spent.refresh_token:
+            return None
+        return pair
 
     def _store_lock(self) -> AbstractContextManager[Any]:
         lock = getattr(self.store, "lock", None)

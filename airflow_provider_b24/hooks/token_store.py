@@ -4,21 +4,32 @@ Airflow 3 tasks cannot write Connections (the Execution API serves them read-onl
 write Variables, so the current token pair lives in a Variable as JSON. The connection's own
 ``access_token`` / ``refresh_token`` are only seeds: once the Variable exists it wins. Airflow masks
 Variable values whose name contains ``token``, and every token is also registered with
-``mask_secret``.
+``mask_secret``. Tasks on workers reach the Variable through the Execution API, triggers in the
+triggerer through its supervisor (``GetVariable`` / ``PutVariable``, Airflow 3.1 and 3.3): both end in
+the metadata DB, the one component every process of a deployment shares.
 
 Where no Variable API works (a plain script, a unit test without a task runner), writes fall back to
 process memory with a warning: the rotated refresh token then dies with the process.
 
-Guarantees:
+Guarantees (Bitrix24 refresh tokens are single-use: a refresh returns a new pair and the old refresh
+token then gets ``invalid_grant``):
 
 * **within one process** refreshes are serialised by a lock (see :mod:`airflow_provider_b24.client.auth`),
   so concurrent threads never spend the same refresh token twice;
 * **across processes on one machine** a file lock in the temp directory, keyed by the connection ID,
   serialises the "re-read the Variable, refresh, save" sequence, so a second worker re-reads the pair
   the first one saved instead of spending a dead refresh token;
-* **across machines** nothing can be guaranteed: two workers on different hosts that refresh at the
-  same moment can still race (one ends with ``invalid_grant``). Serialise OAuth tasks with an Airflow
-  pool of one slot, or prefer webhook auth for server-to-server DAGs.
+* **across machines** (workers on other hosts, the triggerer) two processes can still spend the same
+  refresh token at the same moment. The authorization server lets exactly one of them win; the
+  loser gets ``invalid_grant`` and then :meth:`AirflowVariableTokenStore.wait_for_newer` re-reads the
+  Variable (every ``poll_interval`` s, at most ``adopt_timeout`` s) until the winner's pair appears,
+  and adopts it instead of failing. So no task or trigger fails with ``invalid_grant`` as long as
+  the winner saves its pair within ``adopt_timeout`` (it does so right after its refresh).
+
+Limits: a winner that dies between receiving the new pair and saving it (or that cannot write the
+Variable) loses the only live refresh token: every process then fails with ``invalid_grant`` and the
+app must be re-authorised. A Variable changed by hand to an unrelated pair is adopted as is. No
+refresh is ever sent on a timer; refreshes happen only on ``expired_token``.
 """
 
 from __future__ import annotations
@@ -31,13 +42,19 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from airflow_provider_b24.client.auth import TokenPair
 from airflow_provider_b24.client.client import LoggerLike
 
 VARIABLE_PREFIX = "bitrix24_token__"
+#: How long a process that lost a refresh race waits for the winner's pair to appear in the Variable.
+#: (The winner saves right after its refresh answer: typically well under a second.)
+ADOPT_TIMEOUT_S = 10.0
+#: How often it re-reads the Variable meanwhile.
+ADOPT_POLL_INTERVAL_S = 0.5
 
 
 def variable_name(conn_id: str) -> str:
@@ -62,14 +79,33 @@ class AirflowVariableTokenStore:
     :param conn_id: the Bitrix24 connection ID (names the Variable and the lock file).
     :param seed: the pair from the connection, used until the Variable holds one.
     :param logger: where to warn about the memory fallback.
+    :param adopt_timeout: seconds :meth:`wait_for_newer` waits for another process's pair.
+    :param poll_interval: seconds between its re-reads of the Variable.
+    :param clock: monotonic clock (a seam for tests).
+    :param sleep: sleep function (a seam for tests).
     """
 
-    def __init__(self, conn_id: str, seed: TokenPair | None, logger: LoggerLike | None = None) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        seed: TokenPair | None,
+        logger: LoggerLike | None = None,
+        *,
+        adopt_timeout: float = ADOPT_TIMEOUT_S,
+        poll_interval: float = ADOPT_POLL_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.conn_id = conn_id
+        self.adopt_timeout = adopt_timeout
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
         self.name = variable_name(conn_id)
         self._seed = seed
         self._memory: TokenPair | None = None
         self._variable_writable = True
+        self._variable_readable = True
         self._warned = False
         self._guard = threading.Lock()
         self.log: LoggerLike = logger or logging.getLogger(__name__)
@@ -88,7 +124,9 @@ class AirflowVariableTokenStore:
             raw: Any = Variable.get(self.name, default=None)
         except Exception as exc:  # no API (plain script) or a backend failure: seeds/memory apply
             self.log.debug("Bitrix24 token Variable %s not readable (%s)", self.name, type(exc).__name__)
+            self._variable_readable = False
             return None
+        self._variable_readable = True
         if raw in (None, ""):
             return None
         try:
@@ -142,6 +180,35 @@ class AirflowVariableTokenStore:
                 "here); they are kept in memory only and are lost when this process ends",
                 self.name,
             )
+
+    def wait_for_newer(self, spent: TokenPair) -> TokenPair | None:
+        """After ``invalid_grant``: the pair another process saved in place of ``spent``, or ``None``.
+
+        Another worker or the triggerer (possibly on another machine) spent the same refresh token
+        first; it saves the new pair right after its refresh. Re-read the Variable every
+        ``poll_interval`` seconds for at most ``adopt_timeout`` seconds and return the first pair
+        whose refresh token differs from ``spent``'s. Without a Variable API (a plain script) there is
+        nothing to wait for: ``None`` at once.
+        """
+        deadline = self._clock() + self.adopt_timeout
+        while True:
+            pair = self._read_variable()
+            if not self._variable_readable:
+                return None  # no shared store here (a plain script): nobody can hand a pair over
+            if pair is not None and pair.refresh_token and pair.refresh_token != spent.refresh_token:
+                mask_secrets(pair.access_token, pair.refresh_token)
+                with self._guard:
+                    self._memory = pair
+                self.log.info(
+                    "Bitrix24 refresh token of %s was already rotated by another process; "
+                    "using the pair it saved in the Variable %s",
+                    self.conn_id,
+                    self.name,
+                )
+                return pair
+            if self._clock() >= deadline:
+                return None
+            self._sleep(self.poll_interval)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -86,7 +86,12 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         ``until="completed"`` an explicit field list always gets ``COMPLETED`` too. Templated.
     :param deferrable: defer to :class:`Bitrix24ActivityTrigger` between polls (needs a triggerer
         with this provider installed). Default: ``[operators] default_deferrable``. The trigger
-        polls every ``poke_interval`` seconds; ``timeout`` bounds the deferral.
+        polls every ``poke_interval`` seconds; ``timeout`` bounds the deferral. A deferrable sensor
+        gets ``retries=1`` unless ``retries`` is given (argument or ``default_args``): a retry recovers
+        from Airflow's deferral race (see ``docs/sensor.md``).
+    :param first_poll_delay: deferrable mode: seconds the trigger waits before its first poll
+        (``None``: ``max(poke_interval, 10)``, see
+        :func:`~airflow_provider_b24.triggers.activity.default_first_poll_delay`; ``0``: at once).
     """
 
     template_fields: Sequence[str] = ("activity_ids", "bitrix24_conn_id", "select")
@@ -100,14 +105,19 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
         until: str = UNTIL_COMPLETED,
         select: Any = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        first_poll_delay: float | None = None,
         **kwargs: Any,
     ) -> None:
+        if deferrable and "retries" not in kwargs and "retries" not in (kwargs.get("default_args") or {}):
+            # One retry recovers a try failed by Airflow's deferral race (docs/sensor.md).
+            kwargs["retries"] = max(1, conf.getint("core", "default_task_retries", fallback=0))
         super().__init__(**kwargs)
         self.activity_ids = activity_ids
         self.bitrix24_conn_id = bitrix24_conn_id
         self.until = validate_until(until)
         self.select = select
         self.deferrable = deferrable
+        self.first_poll_delay = first_poll_delay
         #: unix time before which no request is sent (set by a 429 OPERATION_TIME_LIMIT).
         self._not_before: float | None = None
         #: What the successful poke read, for the lineage (portal, select, rows; never rows' data).
@@ -219,6 +229,7 @@ class Bitrix24ActivitySensor(BaseSensorOperator):
                 until=self.until,
                 poll_interval=float(self.poke_interval),
                 select=_plain_select(self._select()),
+                first_poll_delay=self.first_poll_delay,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

@@ -41,13 +41,20 @@ if TYPE_CHECKING:
 # and the hook are imported by the shared poller in a worker thread.
 
 
+#: Floor of :func:`default_first_poll_delay`, in seconds (see ``docs/sensor.md``, "The deferral race").
+FIRST_POLL_DELAY_FLOOR_S: float = 10.0
+
+
 def default_first_poll_delay(poll_interval: float) -> float:
-    """Seconds a trigger waits before its first poll when the sensor does not say.
+    """Seconds a trigger waits before its first poll when the sensor does not say: ``max(poll_interval, 10)``.
 
     The sensor has just poked when it defers, so polling again at once wastes a request, and an
-    event fired within seconds of the deferral meets Airflow's scheduler race (see ``docs/sensor.md``).
+    event fired within seconds of the deferral meets Airflow's scheduler race (apache/airflow#66374,
+    #67287, #71580, #72716): the stale "success" of the deferring try must be handled by the scheduler
+    before the task is queued again, which takes up to one scheduler loop (seconds on a busy
+    scheduler). See ``docs/sensor.md``.
     """
-    return float(poll_interval)
+    return max(float(poll_interval), FIRST_POLL_DELAY_FLOOR_S)
 
 
 #: ``until="completed"`` (the constant lives with the wait logic in

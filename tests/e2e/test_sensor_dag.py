@@ -147,7 +147,8 @@ def test_deferrable_sensor_dag(
     assert result.task_state("summarize") == "success"
     assert [a["ID"] for a in result.xcom("wait_for_calls")] == IDS
     assert result.xcom("summarize") == _expected()
-    assert int(emu.stats["requests"]) >= 3  # the first poke, then the trigger's polls
+    # the first poke, then the trigger's poll(s): its first comes max(poke_interval, 10 s) after deferral
+    assert int(emu.stats["requests"]) >= 2
 
 
 REAL_TRIGGERER = pytest.mark.skipif(

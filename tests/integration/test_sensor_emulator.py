@@ -146,7 +146,7 @@ def complete_later(emu: Bitrix24Emulator, ids: list[int], delay: float) -> threa
 
 @pytest.mark.asyncio
 async def test_trigger_run_fires_once_the_activity_is_completed(emu: Bitrix24Emulator) -> None:
-    trigger = Bitrix24ActivityTrigger(activity_ids=[4, 2], poll_interval=0.1)
+    trigger = Bitrix24ActivityTrigger(activity_ids=[4, 2], poll_interval=0.1, first_poll_delay=0)
     before = served(emu)
     timer = complete_later(emu, [2, 4], 0.3)
     started = time.monotonic()
@@ -169,7 +169,8 @@ async def test_trigger_keeps_polling_through_faults(emu: Bitrix24Emulator) -> No
     emu.faults.add("query_limit", method="batch")
     emu.faults.add("operation_time_limit", method="batch", reset_in=0.2)
     events = await asyncio.wait_for(
-        _collect(Bitrix24ActivityTrigger(activity_ids=[1], poll_interval=0.05)), timeout=20
+        _collect(Bitrix24ActivityTrigger(activity_ids=[1], poll_interval=0.05, first_poll_delay=0)),
+        timeout=20,
     )
     assert [e.payload["status"] for e in events] == ["success"]
 
@@ -182,7 +183,8 @@ async def test_trigger_error_event_on_bad_credentials(
     conn["password"] = "wrongcode0000000"
     monkeypatch.setenv("AIRFLOW_CONN_BITRIX24_DEFAULT", json.dumps(conn))
     events = await asyncio.wait_for(
-        _collect(Bitrix24ActivityTrigger(activity_ids=[1], poll_interval=0.05)), timeout=20
+        _collect(Bitrix24ActivityTrigger(activity_ids=[1], poll_interval=0.05, first_poll_delay=0)),
+        timeout=20,
     )
     assert len(events) == 1
     assert events[0].payload["status"] == "error"
@@ -191,7 +193,7 @@ async def test_trigger_error_event_on_bad_credentials(
 
 
 def test_deferrable_round_trip_matches_poke_output(emu: Bitrix24Emulator) -> None:
-    s = sensor(activity_ids="[7, 6]", deferrable=True, poke_interval=0.1, timeout=60)
+    s = sensor(activity_ids="[7, 6]", deferrable=True, poke_interval=0.1, timeout=60, first_poll_delay=0.2)
     with pytest.raises(TaskDeferred) as info:
         s.execute({})
     trigger = info.value.trigger

@@ -426,7 +426,7 @@ def run_trigger(
     conn = use_connection(emu, monkeypatch, oauth=case.oauth)
     clock = TimeMachine(monkeypatch) if expect.outcome is Outcome.WAIT_RESET else None
     arm(emu, 1, complete_all_then(emu, fault_action(case, emu, conn)))
-    trigger = Bitrix24ActivityTrigger(activity_ids=SENSOR_IDS, poll_interval=0.05)
+    trigger = Bitrix24ActivityTrigger(activity_ids=SENSOR_IDS, poll_interval=0.05, first_poll_delay=0)
 
     async def first_event() -> Any:
         events = trigger.run()

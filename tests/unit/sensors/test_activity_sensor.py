@@ -468,6 +468,33 @@ def test_poke_return_value_type() -> None:
     assert isinstance(make_sensor(portal, activity_ids=[1]).poke({}), PokeReturnValue)
 
 
+def test_deferrable_passes_first_poll_delay_to_the_trigger() -> None:
+    portal = FakePortal()
+    sensor = make_sensor(portal, activity_ids=[1], deferrable=True, first_poll_delay=4.5)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute({})
+    assert info.value.trigger.serialize()[1]["first_poll_delay"] == 4.5
+
+
+def test_deferrable_sensor_defaults_to_one_retry() -> None:
+    """A retry recovers a try failed by Airflow's deferral race (docs/sensor.md); explicit values win."""
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 1
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True, retries=0).retries == 0
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True, retries=3).retries == 3
+    assert make_sensor(FakePortal(), activity_ids=[1], deferrable=False).retries == 0
+    with_defaults = make_sensor(FakePortal(), activity_ids=[1], deferrable=True, default_args={"retries": 0})
+    assert with_defaults.retries == 0
+
+
+def test_dag_default_args_retries_win_over_the_deferrable_default() -> None:
+    from airflow.sdk import DAG
+
+    with DAG("d", schedule=None, start_date=pendulum.datetime(2024, 1, 1), default_args={"retries": 0}):
+        assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 0
+    with DAG("e", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
+        assert make_sensor(FakePortal(), activity_ids=[1], deferrable=True).retries == 1
+
+
 def test_an_unreadable_activity_fails_without_retries_like_the_operator() -> None:
     """``ActivityParseError`` is permanent (the same row parses the same way): no Airflow retries."""
     portal = FakePortal()

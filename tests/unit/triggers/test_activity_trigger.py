@@ -26,7 +26,7 @@ from airflow_provider_b24.exceptions import (
     Bitrix24ServerError,
     Bitrix24TransportError,
 )
-from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger
+from airflow_provider_b24.triggers.activity import Bitrix24ActivityTrigger, default_first_poll_delay
 from tests.unit.triggers.fakes import Portal, _row
 
 CLASSPATH = "airflow_provider_b24.triggers.activity.Bitrix24ActivityTrigger"
@@ -35,6 +35,7 @@ CLASSPATH = "airflow_provider_b24.triggers.activity.Bitrix24ActivityTrigger"
 def trigger(**kwargs: Any) -> Bitrix24ActivityTrigger:
     kwargs.setdefault("activity_ids", [1, 2])
     kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("first_poll_delay", 0)  # these tests are about the poll loop, not its start
     return Bitrix24ActivityTrigger(**kwargs)
 
 
@@ -79,6 +80,13 @@ def test_serialize_defaults() -> None:
             "first_poll_delay": None,
         },
     )
+
+
+def test_default_first_poll_delay_rule() -> None:
+    """max(poll_interval, 10 s): the sensor just poked; see docs/sensor.md, "The deferral race"."""
+    assert default_first_poll_delay(2) == 10.0
+    assert default_first_poll_delay(0.05) == 10.0
+    assert default_first_poll_delay(60) == 60.0
 
 
 def test_serialize_is_json_plain_and_rebuilds_the_trigger() -> None:
