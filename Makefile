@@ -51,7 +51,7 @@ test-fast: install
 ## test-deployment: real services (PostgreSQL, Redis, SeaweedFS, scheduler, triggerer, 2 Celery workers);
 ## needs Debian's postgresql and redis-server packages (.ci/run installs them)
 test-deployment: $(DEPLOY_STAMP)
-	$(PY) -m pytest tests/deployment -m deployment -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter tests/%,$(PYTEST_ARGS)),,tests/deployment) -m deployment -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
 
 ## demo: the main job on the bundled emulator (fetch activities by ID from XCom, typed), in real DAG runs
 demo: install

@@ -382,7 +382,9 @@ class Deployment:
             f"-filer.localSocket={folder / 'filer.sock'}",
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
-        service = start_service("seaweedfs", argv, env=os.environ, cwd=folder, logs=self.logs)
+        # TMPDIR: weed's glog writes its log files there (not into the session's temp dir).
+        env = {**os.environ, "TMPDIR": str(folder)}
+        service = start_service("seaweedfs", argv, env=env, cwd=folder, logs=self.logs)
         self.services.append(service)
         self.s3_endpoint = f"http://127.0.0.1:{s3}"
 
