@@ -71,7 +71,8 @@ def undeploy_dag(dep: Deployment, copies: list[Path]) -> float | None:
     DAG processor then drops the watchers of a paused DAG's assets). Returns the seconds until the
     emulator saw no poll for two poll intervals (``None``: not within 90 s).
     """
-    assert dep.emulator is not None
+    emulator = dep.emulator
+    assert emulator is not None
     started = time.monotonic()
     try:
         with contextlib.suppress(DeploymentError):
@@ -79,10 +80,10 @@ def undeploy_dag(dep: Deployment, copies: list[Path]) -> float | None:
             token = dep.api("GET", f"/dags/{DAG_ID}/details")["file_token"]
             dep.api("PUT", f"/parseDagFile/{token}", ok=(200, 201))
         wait_for(lambda: watcher_trigger(dep) is None, 60, "the watcher dropped", interval=0.5)
-        last = [int(dep.emulator.stats()["requests"]), time.monotonic()]
+        last = [float(emulator.stats()["requests"]), time.monotonic()]
 
         def quiet() -> bool:
-            now = int(dep.emulator.stats()["requests"])
+            now = float(emulator.stats()["requests"])
             if now != last[0]:
                 last[:] = [now, time.monotonic()]
             return time.monotonic() - last[1] >= 2 * POLL_INTERVAL + 1
