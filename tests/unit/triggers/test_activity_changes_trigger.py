@@ -395,8 +395,9 @@ async def test_a_large_change_is_split_into_events_of_2500(
     trigger, store = make()
     run = Running(trigger)
     await until(lambda: len(store.saves) == 1)
-    for activity_id in range(1, 5501):
-        emu.store.touch(activity_id)
+    with emu.store.lock:  # one change of 5,500 activities: no poll may fall between the touches
+        for activity_id in range(1, 5501):
+            emu.store.touch(activity_id)
     sizes = [len((await run.next()).payload["ids"])]
     sizes += [len((await run.next()).payload["ids"]) for _ in range(2)]
     assert sizes == [2500, 2500, 500]
