@@ -95,9 +95,11 @@ class AirflowRunner(AirflowHome):
         proc = self.cli(
             *args, env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder), **(env or {})}, timeout=timeout
         )
-        result = DagRunResult(
-            home=self, dag_id=dag_id, returncode=proc.returncode, output=proc.stdout + proc.stderr
-        )
+        return self.last_run(dag_id, returncode=proc.returncode, output=proc.stdout + proc.stderr)
+
+    def last_run(self, dag_id: str, *, returncode: int, output: str) -> DagRunResult:
+        """The newest run of ``dag_id`` in the metadata DB: its state and task states (if there is one)."""
+        result = DagRunResult(home=self, dag_id=dag_id, returncode=returncode, output=output)
         runs = self.rows("SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", dag_id)
         if runs:
             result.run_id, result.state = runs[0]

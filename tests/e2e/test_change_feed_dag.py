@@ -79,20 +79,8 @@ def run_with_events(
         timeout=300,
         check=False,
     )
-    result = DagRunResult(
-        home=runner, dag_id=DAG_ID, returncode=proc.returncode, output=proc.stdout + proc.stderr
-    )
-    runs = runner.rows("SELECT run_id, state FROM dag_run WHERE dag_id=? ORDER BY id DESC LIMIT 1", DAG_ID)
-    assert runs, result.output[-3000:]
-    result.run_id, result.state = runs[0]
-    result.task_states = {
-        (t, int(m)): st
-        for t, m, st in runner.rows(
-            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id=? AND run_id=?",
-            DAG_ID,
-            result.run_id,
-        )
-    }
+    result = runner.last_run(DAG_ID, returncode=proc.returncode, output=proc.stdout + proc.stderr)
+    assert result.run_id is not None, result.output[-3000:]
     return result
 
 
