@@ -315,7 +315,7 @@ def _fetch_group_list(client: SupportsBatch, group: Sequence[int], fields: list[
         for row in _rows(batch.results.get(key)):
             activity_id = _row_id(row, "crm.activity.list")
             if activity_id in wanted and activity_id not in part.found:
-                part.found[activity_id] = dict(row)
+                part.found[activity_id] = row
     return part
 
 

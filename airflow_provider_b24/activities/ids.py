@@ -165,7 +165,8 @@ def coerce_activity_ids(value: Any) -> list[int]:
     ids: list[int] = []
     seen: set[int] = set()
     for position, item in _elements(value):
-        activity_id = _coerce_one(item, position)
+        # A plain positive int (the usual XCom list) needs no checks beyond its sign.
+        activity_id = item if item.__class__ is int and item > 0 else _coerce_one(item, position)
         if activity_id not in seen:
             seen.add(activity_id)
             ids.append(activity_id)

@@ -35,6 +35,7 @@ from airflow_provider_b24.client.batch import (
     split_commands,
 )
 from airflow_provider_b24.client.config import ClientConfig, parse_portal_url
+from airflow_provider_b24.client.decoding import decode_json
 from airflow_provider_b24.client.encoding import excerpt, json_body, origin, redact, register_secrets
 from airflow_provider_b24.client.errors import (
     Bitrix24ArgumentError,
@@ -477,7 +478,7 @@ class Bitrix24Client:
 
         status = response.status_code
         try:
-            data = response.json()
+            data = decode_json(response)
         except ValueError:
             data = None
         if not isinstance(data, dict):

@@ -82,7 +82,10 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
     elif isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
         for index, item in enumerate(items):
-            _flatten(f"{prefix}[{index}]", item, out)
+            if item.__class__ is int:  # the usual ``@ID`` list: no call per element
+                out.append((f"{prefix}[{index}]", item))
+            else:
+                _flatten(f"{prefix}[{index}]", item, out)
     else:
         out.append((prefix, value))
 
@@ -96,7 +99,12 @@ def php_query(params: Mapping[str, Any] | None) -> str:
         _flatten(quote(str(key), safe=""), value, pairs)
     parts = []
     for key, value in pairs:
-        text = value if is_result_ref(value) else quote_plus(scalar_text(value), safe="")
+        if value.__class__ is int:  # digits and "-" need no escaping (not bool, not an IntEnum)
+            text = str(value)
+        elif value.__class__ is str and not value.startswith("$"):  # cannot be a ``$result`` reference
+            text = quote_plus(value, safe="")
+        else:
+            text = value if is_result_ref(value) else quote_plus(scalar_text(value), safe="")
         parts.append(f"{key}={text}")
     return "&".join(parts)
 

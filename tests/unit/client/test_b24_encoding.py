@@ -8,7 +8,7 @@ import json
 import re
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote_plus
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -145,3 +145,43 @@ def test_redact_plain_and_url_encoded() -> None:
     cleaned = redact(text, [secret, "xy"])
     assert secret not in cleaned and "ab%2Fcd%2Bef" not in cleaned
     assert "xy" in cleaned  # below the minimum length: not masked (same as Airflow)
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+def _general_php_query(params: dict[str, Any]) -> str:
+    """php_query without its fast paths: every value through scalar_text and the reference check."""
+    from airflow_provider_b24.client.encoding import _flatten
+
+    pairs: list[tuple[str, Any]] = []
+    for key, value in params.items():
+        _flatten(key, value, pairs)
+    return "&".join(
+        f"{key}={value if is_result_ref(value) else quote_plus(scalar_text(value), safe='')}"
+        for key, value in pairs
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-(10**12), 10**12),
+            st.booleans(),
+            st.sampled_from([_Level.HIGH, "$result[a][0][ID]", "$dollar", "a b&c=d", "", "é"]),
+            st.text(max_size=8),
+        ),
+        max_size=20,
+    )
+)
+def test_the_fast_paths_encode_as_the_general_rules(values: list[Any]) -> None:
+    """Plain ints and strings skip scalar_text and the reference check; the text is the same."""
+    params = {"filter": {"@ID": values}, "start": -1, "ref": values[0] if values else None}
+    assert php_query(params) == _general_php_query(params)
+
+
+def test_an_id_list_is_encoded_by_index() -> None:
+    assert php_query({"filter": {"@ID": [7, 8]}}) == "filter[%40ID][0]=7&filter[%40ID][1]=8"
+    assert php_query({"v": [True, _Level.HIGH]}) == "v[0]=Y&v[1]=3"
