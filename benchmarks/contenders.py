@@ -91,8 +91,10 @@ class OursOperator(Contender):
     ``Bitrix24ExportActivitiesOperator.execute`` (streams JSON lines to a file)."""
 
     name = "ours-operator"
-    modules = ("airflow_provider_b24.operators.activity",)
-    export_modules = ("airflow_provider_b24.operators.export",)
+    # ``benchmarks.worker_state``: what a worker loaded before ``execute`` (the task supervisor and
+    # runner, the plugins), imported untimed as a worker does before any task.
+    modules = ("benchmarks.worker_state", "airflow_provider_b24.operators.activity")
+    export_modules = ("benchmarks.worker_state", "airflow_provider_b24.operators.export")
     label = "airflow-provider-b24 (operator)"
     verify = "semantic"
 
@@ -148,7 +150,7 @@ class OursHook(Contender):
     """``Bitrix24Hook.get_activities(ids)`` (raw rows keyed by ID) and ``iter_activities()``."""
 
     name = "ours-hook"
-    modules = ("airflow_provider_b24.hooks.bitrix24",)
+    modules = ("benchmarks.worker_state", "airflow_provider_b24.hooks.bitrix24")
     label = "airflow-provider-b24 (hook)"
 
     def __init__(self, target: Target) -> None:
@@ -313,7 +315,70 @@ class NaiveLoop(Contender):
         self.session.close()
 
 
+class RawFloor(Contender):
+    """Not a client: the floor of ``ceil(N/2500)`` requests. The same batches of ``crm.activity.list``
+    commands as ours, built with an f-string, sent over ``http.client`` (one connection each, up to 4 at
+    once), decoded with msgspec, rows returned untyped: no retries, no limiter, no errors checked, no
+    Airflow. Whatever any client spends above this line is its own work; what this line spends is the
+    portal's and the network's."""
+
+    name = "raw-floor"
+    modules = ("http.client", "ssl", "msgspec")
+    label = "floor: raw batches (http.client)"
+    can_export = False
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        import ssl
+        from urllib.parse import urlsplit
+
+        self.url = urlsplit(target.webhook_url)
+        self.context = ssl.create_default_context(cafile=target.ca_cert)
+
+    def _batch(self, ids: Sequence[int]) -> list[Row]:
+        import http.client
+        import json
+
+        import msgspec
+
+        cmd = {
+            f"c{k}": "crm.activity.list?start=-1&select[0]=*&"
+            + "&".join(f"filter[@ID][{i}]={v}" for i, v in enumerate(ids[k * 50 : (k + 1) * 50]))
+            for k in range((len(ids) + 49) // 50)
+        }
+        conn = http.client.HTTPSConnection(self.url.hostname, self.url.port, context=self.context, timeout=60)
+        try:
+            conn.request(
+                "POST",
+                f"{self.url.path}batch.json",
+                json.dumps({"halt": 0, "cmd": cmd}),
+                {"Content-Type": "application/json"},
+            )
+            data = msgspec.json.decode(conn.getresponse().read())
+        finally:
+            conn.close()
+        return [row for rows in data["result"]["result"].values() for row in rows]
+
+    def fetch(self, ids: Sequence[int]) -> list[Row]:
+        groups = [list(ids[i : i + 2500]) for i in range(0, len(ids), 2500)]
+        if len(groups) == 1:
+            return self._batch(groups[0])
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return [row for rows in pool.map(self._batch, groups) for row in rows]
+
+
 CONTENDERS: dict[str, Callable[[Target], Contender]] = {
     cls.name: cls
-    for cls in (OursOperator, OursHook, OursClient, B24PySDK, FastBitrix24, FastBitrix24Slow, NaiveLoop)
+    for cls in (
+        OursOperator,
+        OursHook,
+        OursClient,
+        B24PySDK,
+        FastBitrix24,
+        FastBitrix24Slow,
+        NaiveLoop,
+        RawFloor,
+    )
 }

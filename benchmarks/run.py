@@ -44,6 +44,7 @@ FETCH_CONTENDERS = (
     "fast-bitrix24",
     "fast-bitrix24-slow",
     "naive-loop",
+    "raw-floor",
 )
 COLDWARM_CONTENDERS = ("ours-operator", "ours-hook", "b24pysdk", "fast-bitrix24", "naive-loop")
 EXPORT_CONTENDERS = ("ours-operator", "ours-hook", "ours-client", "b24pysdk", "fast-bitrix24")
@@ -84,14 +85,14 @@ PROFILES: dict[str, Profile] = {
         fetch_n=(50, 500, 5000),
         naive_cap=50,
         coldwarm_n=50,
-        fetch_contenders=("ours-operator", "b24pysdk", "fast-bitrix24", "naive-loop"),
+        fetch_contenders=("ours-operator", "b24pysdk", "fast-bitrix24", "naive-loop", "raw-floor"),
         coldwarm_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
         export_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
     ),
 }
 # The flat-latency portal (issue 17): the same emulator in its own process as above, TLS, cloud limits,
 # a flat 20 ms per request and no simulated per-row server time, so the client's own CPU shows.
-_FLAT_FETCH = ("ours-operator", "ours-hook", "b24pysdk", "fast-bitrix24", "naive-loop")
+_FLAT_FETCH = ("ours-operator", "ours-hook", "b24pysdk", "fast-bitrix24", "naive-loop", "raw-floor")
 _FLAT_EXPORT = ("ours-operator", "ours-hook", "b24pysdk", "fast-bitrix24")
 FLAT_PROFILES: dict[str, Profile] = {
     "full": Profile(
@@ -101,7 +102,7 @@ FLAT_PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick-flat", activities=10_000, fetch_n=(500, 5000), naive_cap=50, coldwarm_n=0,
-        per_row_latency_ms=0.0, fetch_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
+        per_row_latency_ms=0.0, fetch_contenders=("ours-operator", "b24pysdk", "fast-bitrix24", "raw-floor"),
         coldwarm_contenders=(), export_contenders=("ours-operator", "b24pysdk", "fast-bitrix24"),
     ),
 }  # fmt: skip

@@ -332,6 +332,9 @@ _DATETIME: Final = object()
 _DEADLINE: Final = object()  # a datetime where 9999-12-31… means "no deadline"
 
 _PARSERS: dict[int, Callable[[Mapping[str, Any]], dict[str, Any]]] = {}
+#: The wire text of small integers, looked up instead of checked and converted: most integer fields of an
+#: activity are enums, type IDs and user IDs below a thousand.
+_SMALL_INTS: Final[dict[str, int]] = {str(number): number for number in range(1024)}
 
 
 def _kind(field: str, type_word: str) -> Any:
@@ -424,15 +427,23 @@ def _parser_for(field_types: Mapping[str, str]) -> Callable[[Mapping[str, Any]],
         (name, kind) for name, kind in kinds.items() if kind not in (_INT, _FLAG, _DATETIME, _DEADLINE)
     )
 
+    small_int = _SMALL_INTS.get
+
     def parser(raw: Mapping[str, Any]) -> dict[str, Any]:
         parsed = dict(raw)
         value_of = parsed.get
         try:
             for key in int_keys:
                 value = value_of(key)
-                if value.__class__ is str and value.isdigit() and value.isascii():
-                    parsed[key] = int(value)
-                elif value is not None:
+                if value.__class__ is str:
+                    number = small_int(value)  # "0".."1023": enums, types, most user IDs
+                    if number is not None:
+                        parsed[key] = number
+                        continue
+                    if value.isdigit() and value.isascii():
+                        parsed[key] = int(value)
+                        continue
+                if value is not None:
                     parsed[key] = general[key](value)  # type: ignore[misc]
             for key, no_deadline in datetime_keys:
                 value = value_of(key)
