@@ -19,7 +19,7 @@ from __future__ import annotations
 import marshal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -181,7 +181,7 @@ def iter_window_pages_parallel(
     select: Sequence[str],
     *,
     slices: int = DEFAULT_SLICES,
-) -> Iterator[list[dict[str, Any]]]:
+) -> Generator[list[dict[str, Any]], None, None]:
     """The rows of :func:`iter_window_rows_parallel` in pages (lists of at most 50 rows, none empty),
     for a consumer that works a page at a time (the JSON lines writer encodes a page in one call)."""
     if slices <= 1 or not callable(getattr(client, "batch", None)) or _filters_on_id(filter):
