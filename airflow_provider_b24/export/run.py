@@ -135,13 +135,15 @@ def export_activities(
     next_progress = _PROGRESS_EVERY
     with target as stream, young_collections_only() as tick:
         writer = open_writer(name, stream, fields)
-        pages = iter_window_pages_parallel(client, merged, fields, slices=slices)
+        # Pages are encoded on the threads that read them (JSON lines: the finished lines, straight
+        # from the wire rows), then written here in ID order.
+        pages = iter_window_pages_parallel(client, merged, fields, slices=slices, encode=writer.encode_page)
         try:
-            for page in pages:
+            for count, encoded in pages:
                 if cancel is not None and cancel.is_set():
                     raise ExportCancelled(f"export to {shown} cancelled after {rows} rows")
-                writer.write_raw(page)  # parsed (or, for JSON lines, encoded straight) a page at a time
-                rows += len(page)
+                writer.write_page(encoded)
+                rows += count
                 tick()
                 if rows >= next_progress:
                     next_progress += _PROGRESS_EVERY

@@ -8,7 +8,8 @@ created meanwhile are read as the sequential export reads them), and each range 
 thread with 50 chained pages per request, through the client's shared rate limiter. Rows come out
 in ascending ID order, each ID once: each slice is spooled to a temporary file (``marshal``, one
 record per page) and read back in range order as soon as it is written, so memory holds a few
-batches whatever the window's size.
+batches whatever the window's size. A page can be encoded on the thread that read it (the JSON lines
+export spools its finished lines, so the reader only writes them).
 
 Requests: 1 probe + per slice ``floor(n_i / 2500) + 1`` ≤ ``ceil(N / 2500) + K + 1``.
 No Airflow here (layer 2).
@@ -116,34 +117,56 @@ def _read_slice(
             return
 
 
-class _Spool:
-    """One slice's batches in a temporary file, readable while the slice is still being written.
+class _EncodeFailed(Exception):
+    """Ends a slice's thread after ``encode`` failed (the error waits in the spool at its place)."""
 
-    One ``marshal`` record per page (the reader holds 50 rows at a time, not a whole batch), its size
-    kept in :attr:`sizes`: the reader takes the record's bytes in one read and ``marshal.loads`` them
-    (``marshal.load`` on a file reads it a few bytes at a time: ten times slower).
+
+def _same(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return rows
+
+
+class _Spool:
+    """One slice's pages in a temporary file, readable while the slice is still being written.
+
+    Each page (at most 50 rows) is encoded on the slice's thread and written as one ``marshal``
+    record ``(rows, encoded)``, its size kept in :attr:`sizes`: the reader takes the record's bytes in
+    one read and ``marshal.loads`` them (``marshal.load`` on a file reads a few bytes at a time: ten
+    times slower). A failed ``encode`` ends the slice there: :attr:`late_error` is raised when the
+    reader gets to it, so the export reports its first bad row in ID order as the sequential one did.
     """
 
-    def __init__(self, path: Path, changed: threading.Condition) -> None:
+    def __init__(self, path: Path, changed: threading.Condition, encode: Callable[[list[Any]], Any]) -> None:
         self.path = path
         self.changed = changed
+        self.encode = encode
         self.writer = path.open("wb")
         self.sizes: list[int] = []
         self.written = 0
         self.done = False
         self.error: BaseException | None = None
+        self.late_error: BaseException | None = None
 
     def put(self, rows: list[Any]) -> None:
         sizes = []
+        failed: Exception | None = None
         for start in range(0, len(rows), PAGE_SIZE):
-            record = marshal.dumps(rows[start : start + PAGE_SIZE])
+            page = rows[start : start + PAGE_SIZE]
+            try:
+                encoded = self.encode(page)
+            except Exception as err:
+                failed = err
+                break
+            record = marshal.dumps((len(page), encoded))
             self.writer.write(record)
             sizes.append(len(record))
         self.writer.flush()
         with self.changed:
             self.sizes.extend(sizes)
             self.written += len(sizes)
+            self.late_error = failed
             self.changed.notify_all()
+        if failed is not None:
+            raise _EncodeFailed from failed
 
     def finish(self, error: BaseException | None = None) -> None:
         self.writer.close()
@@ -154,7 +177,7 @@ class _Spool:
 
 
 def _ready(spool: _Spool, read: int, spools: list[_Spool]) -> Callable[[], bool]:
-    """Whether the reader can go on: a new batch, the slice's end, or a failed slice anywhere."""
+    """Whether the reader can go on: a new page, the slice's end, or a failed slice anywhere."""
     return lambda: spool.written > read or spool.done or any(x.error is not None for x in spools)
 
 
@@ -171,7 +194,7 @@ def iter_window_rows_parallel(
     Falls back to :func:`iter_window_rows` (one chain) for ``slices=1``, a client without ``batch``,
     or a filter on ``ID`` itself.
     """
-    for page in iter_window_pages_parallel(client, filter, select, slices=slices):
+    for _, page in iter_window_pages_parallel(client, filter, select, slices=slices):
         yield from page
 
 
@@ -181,13 +204,20 @@ def iter_window_pages_parallel(
     select: Sequence[str],
     *,
     slices: int = DEFAULT_SLICES,
-) -> Generator[list[dict[str, Any]], None, None]:
-    """The rows of :func:`iter_window_rows_parallel` in pages (lists of at most 50 rows, none empty),
-    for a consumer that works a page at a time (the JSON lines writer encodes a page in one call)."""
+    encode: Callable[[list[dict[str, Any]]], Any] = _same,
+) -> Generator[tuple[int, Any], None, None]:
+    """The rows of :func:`iter_window_rows_parallel` a page (at most 50 rows, never none) at a time,
+    as ``(rows in the page, encode(page))``, in ID order.
+
+    ``encode`` runs on the thread that read the page (the slices' own threads; this one for the first
+    page and the one-chain fallback), so it must be thread-safe and return something ``marshal`` can
+    write (bytes, or the rows themselves): the JSON lines export encodes its output there, and what
+    comes back here is only written. Its first error in ID order is raised here, as a read error is.
+    """
     if slices <= 1 or not callable(getattr(client, "batch", None)) or _filters_on_id(filter):
         rows = iter_window_rows(client, filter, select)
         while page := list(islice(rows, PAGE_SIZE)):
-            yield page
+            yield len(page), encode(page)
         return
     probe = client.batch(
         {
@@ -207,27 +237,34 @@ def iter_window_pages_parallel(
             cursor = row_id
             first_page.append(row)
     if first_page:
-        yield first_page
+        yield len(first_page), encode(first_page)
     if len(first) < PAGE_SIZE:
         return
     last = rows_of(probe.results.get("last"))
     high = max((_row_id(row) for row in last), default=cursor)
-    yield from _read_slices(client, filter, select, slice_bounds(cursor, max(high, cursor), slices))
+    bounds = slice_bounds(cursor, max(high, cursor), slices)
+    yield from _read_slices(client, filter, select, bounds, encode)
 
 
 def _read_slices(
-    client: Any, flt: Mapping[str, Any], select: Sequence[str], bounds: list[tuple[int, int | None]]
-) -> Iterator[list[dict[str, Any]]]:
+    client: Any,
+    flt: Mapping[str, Any],
+    select: Sequence[str],
+    bounds: list[tuple[int, int | None]],
+    encode: Callable[[list[dict[str, Any]]], Any],
+) -> Iterator[tuple[int, Any]]:
     stop = threading.Event()
     changed = threading.Condition()
     with tempfile.TemporaryDirectory(prefix="b24-export-slices-") as tmp:
-        spools = [_Spool(Path(tmp) / f"slice{i}.marshal", changed) for i in range(len(bounds))]
+        spools = [_Spool(Path(tmp) / f"slice{i}.marshal", changed, encode) for i in range(len(bounds))]
 
         def produce(spool: _Spool, after: int, up_to: int | None) -> None:
             try:
                 _read_slice(
                     client, flt=flt, select=select, after=after, up_to=up_to, deliver=spool.put, stop=stop
                 )
+            except _EncodeFailed:
+                spool.finish()  # its error is raised by the reader at its place
             except BaseException as err:  # handed to the reader, raised there
                 spool.finish(err)
             else:
@@ -249,15 +286,17 @@ def _read_slices(
                         with changed:
                             changed.wait_for(_ready(spool, read, spools))
                             failed = next((x.error for x in spools if x.error is not None), None)
-                            available, done = spool.written, spool.done
+                            available, done, late = spool.written, spool.done, spool.late_error
                         if failed is not None:
                             raise failed
-                        if read == available and done:
-                            break
                         while read < available:
                             # our own file, written above by this process: not untrusted input
                             yield marshal.loads(reader.read(spool.sizes[read]))  # noqa: S302
                             read += 1
+                        if late is not None and read == available:
+                            raise late
+                        if read == available and done:
+                            break
         finally:
             stop.set()
             for thread in threads:

@@ -54,13 +54,19 @@ def csv_header(select: Sequence[str]) -> list[str]:
 class RowWriter(Protocol):
     """Writes parsed activities to a binary stream it does not own.
 
-    :meth:`write` takes one parsed activity; :meth:`write_raw` takes activities as the portal sends
-    them and writes what :meth:`write` of each parsed one would (the JSON lines writer without parsing).
+    :meth:`write` takes one parsed activity. Pages of activities as the portal sends them are
+    written in two steps: :meth:`encode_page` (thread-safe, touches no stream: the export runs it on
+    the thread that read the page) and :meth:`write_page` of its result; :meth:`write_raw` does both.
+    Either way the bytes are those of :meth:`write` of each parsed row.
     :meth:`close` flushes everything (the stream stays open: :class:`AtomicTarget` closes it);
     :meth:`discard` drops what is buffered after a failure, without writing anything more.
     """
 
     def write(self, row: Mapping[str, Any]) -> None: ...
+
+    def encode_page(self, rows: list[dict[str, Any]]) -> Any: ...
+
+    def write_page(self, encoded: Any) -> None: ...
 
     def write_raw(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -91,10 +97,18 @@ class _Unclosable(io.RawIOBase):
 
 
 class _ParsingWriter:
-    """:meth:`write_raw` as :meth:`write` of each parsed row."""
+    """Pages as :meth:`write` of each parsed row (nothing to do before: typed rows stay here)."""
 
     def write(self, row: Mapping[str, Any]) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def encode_page(rows: list[dict[str, Any]]) -> Any:
+        return rows
+
+    def write_page(self, encoded: Any) -> None:
+        for row in encoded:
+            self.write(parse_activity(row))
 
     def write_raw(self, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in rows:
@@ -119,7 +133,7 @@ class _TextWriter(_ParsingWriter):
 class JsonLinesWriter:
     """One activity per line, UTF-8, ``\\n`` line ends (see :func:`encode_json`).
 
-    :meth:`write_raw` writes the same bytes straight from the portal's rows
+    :meth:`encode_page` (and :meth:`write_raw`) writes the same bytes straight from the portal's rows
     (:func:`~airflow_provider_b24.export.lines.activity_lines`), a page at a time.
     """
 
@@ -129,6 +143,13 @@ class JsonLinesWriter:
 
     def write(self, row: Mapping[str, Any]) -> None:
         self._out.write(encode_json(row).encode("utf-8") + b"\n")
+
+    @staticmethod
+    def encode_page(rows: list[dict[str, Any]]) -> bytes:
+        return activity_lines(rows)
+
+    def write_page(self, encoded: bytes) -> None:
+        self._out.write(encoded)
 
     def write_raw(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._out.write(activity_lines(rows))
