@@ -113,6 +113,8 @@ def _read_slice(
             if not progressed:
                 break  # a $result reference went wrong: restart the chain from our own cursor
         deliver(rows_out)
+        # Hold nothing while the next batch is in flight: a decoded batch is ~10 MB of objects.
+        del outcome, rows_out, rows
         if finished:
             return
 
