@@ -3,8 +3,9 @@
 :func:`activity_lines` turns raw ``crm.activity.list`` rows into the bytes of
 ``encode_json(parse_activity(row)) + "\\n"`` per row, without building the typed rows: an ISO 8601
 datetime in the portal's own shape is already its own encoding once it is known to be valid, ``"7"`` in
-an integer field is ``7``, ``"Y"`` is ``true``. The export writes 100,000 rows this way in a fraction of
-the time the typed path takes (pendulum objects, ``Decimal`` markers and ``json``'s ``default`` hook).
+an integer field is ``7``, ``"Y"`` is ``true``. Measured on the emulator's rows: 9 µs per row against
+24 µs for the typed path (pendulum objects, ``Decimal`` markers, ``json``'s ``default`` hook). The
+export runs it on the threads that read the pages (:mod:`.slices`), a page (50 rows) per call.
 
 Anything off the common shapes (a ``double``, a nested list, a non-canonical offset, a value of an
 unexpected type) is encoded by the typed path, field by field (:func:`parse_activity` and
