@@ -10,8 +10,13 @@ is importable from this package:
 * :mod:`.reading`: :func:`iter_window_rows` reads the window with the client's keyset pagination
   (``order ID ASC``, ``>ID``, ``start=-1``, 50 pages chained per batch: 2,500 rows per HTTP request;
   each ID once).
+* :mod:`.slices`: the window read in disjoint ID slices at once, each page encoded on the thread that
+  read it, merged in ID order through temporary spool files.
 * :mod:`.encoding`: :func:`encode_json` keeps types recoverable (datetimes as ISO 8601 with offset,
   ``Decimal`` as an exact JSON number); :func:`read_jsonl` gets the typed rows back.
+* :mod:`.lines`: :func:`activity_lines`, the JSON lines of wire rows without parsing them (the same
+  bytes as :func:`encode_json` of each parsed row).
+* :mod:`.collector`: the cyclic garbage collector paused while an export runs.
 * :mod:`.writers`: :class:`JsonLinesWriter`, :class:`CsvWriter` and :class:`ParquetWriter` write rows
   as they arrive (the parquet one buffers one row group).
 * :mod:`.target`: :class:`AtomicTarget` writes to a hidden temporary sibling and renames it over
@@ -25,6 +30,7 @@ from __future__ import annotations
 from airflow_provider_b24.activities.fields import STAR_FIELDS
 from airflow_provider_b24.export.encoding import encode_json, read_jsonl
 from airflow_provider_b24.export.errors import ExportArgumentError, ExportCancelled
+from airflow_provider_b24.export.lines import activity_lines
 from airflow_provider_b24.export.reading import LIST_METHOD, SupportsIterList, iter_window_rows
 from airflow_provider_b24.export.run import ExportResult, export_activities
 from airflow_provider_b24.export.target import (
@@ -70,6 +76,7 @@ __all__ = [
     "RemotePath",
     "RowWriter",
     "SupportsIterList",
+    "activity_lines",
     "classify_path",
     "csv_header",
     "encode_json",

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from airflow_provider_b24.activities.parsing import parse_activity
+from airflow_provider_b24.export.collector import young_collections_only
 from airflow_provider_b24.export.errors import ExportArgumentError, ExportCancelled
 from airflow_provider_b24.export.reading import SupportsIterList, requests_so_far
-from airflow_provider_b24.export.slices import DEFAULT_SLICES, iter_window_rows_parallel
+from airflow_provider_b24.export.slices import DEFAULT_SLICES, iter_window_pages_parallel
 from airflow_provider_b24.export.target import AtomicTarget, RemotePath
 from airflow_provider_b24.export.window import export_window, merge_filter, normalise_select
 from airflow_provider_b24.export.writers import open_writer, validate_format
@@ -101,8 +101,8 @@ def export_activities(
 
     :param client: a :class:`~airflow_provider_b24.client.Bitrix24Client` (or anything with
         ``iter_list`` and ``stats.requests``).
-    :param cancel: when set (e.g. by the operator's ``on_kill``), the export stops at the next row
-        and raises :class:`ExportCancelled`; nothing is left at ``path`` or beside it.
+    :param cancel: when set (e.g. by the operator's ``on_kill``), the export stops at the next page
+        (50 rows) and raises :class:`ExportCancelled`; nothing is left at ``path`` or beside it.
     :param on_target: called with the :class:`AtomicTarget` before writing starts (so a kill handler
         can abort it).
     :param logger: where progress goes (the operator passes its task logger); default: this module's.
@@ -132,15 +132,21 @@ def export_activities(
     started = time.monotonic()
     requests_before = requests_so_far(client)
     rows = 0
-    with target as stream:
+    next_progress = _PROGRESS_EVERY
+    with target as stream, young_collections_only() as tick:
         writer = open_writer(name, stream, fields)
+        # Pages are encoded on the threads that read them (JSON lines: the finished lines, straight
+        # from the wire rows), then written here in ID order.
+        pages = iter_window_pages_parallel(client, merged, fields, slices=slices, encode=writer.encode_page)
         try:
-            for raw in iter_window_rows_parallel(client, merged, fields, slices=slices):
+            for count, encoded in pages:
                 if cancel is not None and cancel.is_set():
                     raise ExportCancelled(f"export to {shown} cancelled after {rows} rows")
-                writer.write(parse_activity(raw))
-                rows += 1
-                if rows % _PROGRESS_EVERY == 0:
+                writer.write_page(encoded)
+                rows += count
+                tick()
+                if rows >= next_progress:
+                    next_progress += _PROGRESS_EVERY
                     log.info(
                         "exported %d activities in %d requests (%.1f s)",
                         rows,
@@ -152,6 +158,8 @@ def export_activities(
         except BaseException:
             _quietly(writer.discard)
             raise
+        finally:
+            pages.close()  # the reading threads stop here, not whenever the generator is collected
         writer.close()
     result = ExportResult(
         path=shown,

@@ -8,7 +8,8 @@ created meanwhile are read as the sequential export reads them), and each range 
 thread with 50 chained pages per request, through the client's shared rate limiter. Rows come out
 in ascending ID order, each ID once: each slice is spooled to a temporary file (``marshal``, one
 record per page) and read back in range order as soon as it is written, so memory holds a few
-batches whatever the window's size.
+batches whatever the window's size. A page can be encoded on the thread that read it (the JSON lines
+export spools its finished lines, so the reader only writes them).
 
 Requests: 1 probe + per slice ``floor(n_i / 2500) + 1`` ≤ ``ceil(N / 2500) + K + 1``.
 No Airflow here (layer 2).
@@ -19,7 +20,8 @@ from __future__ import annotations
 import marshal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +30,12 @@ from airflow_provider_b24.client.pagination import PAGE_SIZE, rows_of
 from airflow_provider_b24.exceptions import Bitrix24ServerError
 from airflow_provider_b24.export.reading import LIST_METHOD, iter_window_rows
 
-__all__ = ["DEFAULT_SLICES", "MIN_IDS_PER_SLICE", "iter_window_rows_parallel"]
+__all__ = [
+    "DEFAULT_SLICES",
+    "MIN_IDS_PER_SLICE",
+    "iter_window_pages_parallel",
+    "iter_window_rows_parallel",
+]
 
 #: Slices read at once by default.
 DEFAULT_SLICES: Final = 4
@@ -106,30 +113,62 @@ def _read_slice(
             if not progressed:
                 break  # a $result reference went wrong: restart the chain from our own cursor
         deliver(rows_out)
+        # Hold nothing while the next batch is in flight: a decoded batch is ~10 MB of objects.
+        del outcome, rows_out, rows
         if finished:
             return
 
 
-class _Spool:
-    """One slice's batches in a temporary file, readable while the slice is still being written."""
+class _EncodeFailed(Exception):
+    """Ends a slice's thread after ``encode`` failed (the error waits in the spool at its place)."""
 
-    def __init__(self, path: Path, changed: threading.Condition) -> None:
+
+def _same(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return rows
+
+
+class _Spool:
+    """One slice's pages in a temporary file, readable while the slice is still being written.
+
+    Each page (at most 50 rows) is encoded on the slice's thread and written as one ``marshal``
+    record ``(rows, encoded)``, its size kept in :attr:`sizes`: the reader takes the record's bytes in
+    one read and ``marshal.loads`` them (``marshal.load`` on a file reads a few bytes at a time: ten
+    times slower). A failed ``encode`` ends the slice there: :attr:`late_error` is raised when the
+    reader gets to it, so the export reports its first bad row in ID order as the sequential one did.
+    """
+
+    def __init__(self, path: Path, changed: threading.Condition, encode: Callable[[list[Any]], Any]) -> None:
         self.path = path
         self.changed = changed
+        self.encode = encode
         self.writer = path.open("wb")
+        self.sizes: list[int] = []
         self.written = 0
         self.done = False
         self.error: BaseException | None = None
+        self.late_error: BaseException | None = None
 
     def put(self, rows: list[Any]) -> None:
-        # One record per page: the reader holds 50 rows at a time, not a whole batch.
-        records = [rows[start : start + PAGE_SIZE] for start in range(0, len(rows), PAGE_SIZE)]
-        for record in records:
-            marshal.dump(record, self.writer)
+        sizes = []
+        failed: Exception | None = None
+        for start in range(0, len(rows), PAGE_SIZE):
+            page = rows[start : start + PAGE_SIZE]
+            try:
+                encoded = self.encode(page)
+            except Exception as err:
+                failed = err
+                break
+            record = marshal.dumps((len(page), encoded))
+            self.writer.write(record)
+            sizes.append(len(record))
         self.writer.flush()
         with self.changed:
-            self.written += len(records)
+            self.sizes.extend(sizes)
+            self.written += len(sizes)
+            self.late_error = failed
             self.changed.notify_all()
+        if failed is not None:
+            raise _EncodeFailed from failed
 
     def finish(self, error: BaseException | None = None) -> None:
         self.writer.close()
@@ -140,7 +179,7 @@ class _Spool:
 
 
 def _ready(spool: _Spool, read: int, spools: list[_Spool]) -> Callable[[], bool]:
-    """Whether the reader can go on: a new batch, the slice's end, or a failed slice anywhere."""
+    """Whether the reader can go on: a new page, the slice's end, or a failed slice anywhere."""
     return lambda: spool.written > read or spool.done or any(x.error is not None for x in spools)
 
 
@@ -157,8 +196,30 @@ def iter_window_rows_parallel(
     Falls back to :func:`iter_window_rows` (one chain) for ``slices=1``, a client without ``batch``,
     or a filter on ``ID`` itself.
     """
+    for _, page in iter_window_pages_parallel(client, filter, select, slices=slices):
+        yield from page
+
+
+def iter_window_pages_parallel(
+    client: Any,
+    filter: Mapping[str, Any],
+    select: Sequence[str],
+    *,
+    slices: int = DEFAULT_SLICES,
+    encode: Callable[[list[dict[str, Any]]], Any] = _same,
+) -> Generator[tuple[int, Any], None, None]:
+    """The rows of :func:`iter_window_rows_parallel` a page (at most 50 rows, never none) at a time,
+    as ``(rows in the page, encode(page))``, in ID order.
+
+    ``encode`` runs on the thread that read the page (the slices' own threads; this one for the first
+    page and the one-chain fallback), so it must be thread-safe and return something ``marshal`` can
+    write (bytes, or the rows themselves): the JSON lines export encodes its output there, and what
+    comes back here is only written. Its first error in ID order is raised here, as a read error is.
+    """
     if slices <= 1 or not callable(getattr(client, "batch", None)) or _filters_on_id(filter):
-        yield from iter_window_rows(client, filter, select)
+        rows = iter_window_rows(client, filter, select)
+        while page := list(islice(rows, PAGE_SIZE)):
+            yield len(page), encode(page)
         return
     probe = client.batch(
         {
@@ -171,31 +232,41 @@ def iter_window_rows_parallel(
             raise probe.errors[key]
     first = rows_of(probe.results.get("first"))
     cursor = 0
+    first_page = []
     for row in first:
         row_id = _row_id(row)
         if row_id > cursor:
             cursor = row_id
-            yield row
+            first_page.append(row)
+    if first_page:
+        yield len(first_page), encode(first_page)
     if len(first) < PAGE_SIZE:
         return
     last = rows_of(probe.results.get("last"))
     high = max((_row_id(row) for row in last), default=cursor)
-    yield from _read_slices(client, filter, select, slice_bounds(cursor, max(high, cursor), slices))
+    bounds = slice_bounds(cursor, max(high, cursor), slices)
+    yield from _read_slices(client, filter, select, bounds, encode)
 
 
 def _read_slices(
-    client: Any, flt: Mapping[str, Any], select: Sequence[str], bounds: list[tuple[int, int | None]]
-) -> Iterator[dict[str, Any]]:
+    client: Any,
+    flt: Mapping[str, Any],
+    select: Sequence[str],
+    bounds: list[tuple[int, int | None]],
+    encode: Callable[[list[dict[str, Any]]], Any],
+) -> Iterator[tuple[int, Any]]:
     stop = threading.Event()
     changed = threading.Condition()
     with tempfile.TemporaryDirectory(prefix="b24-export-slices-") as tmp:
-        spools = [_Spool(Path(tmp) / f"slice{i}.marshal", changed) for i in range(len(bounds))]
+        spools = [_Spool(Path(tmp) / f"slice{i}.marshal", changed, encode) for i in range(len(bounds))]
 
         def produce(spool: _Spool, after: int, up_to: int | None) -> None:
             try:
                 _read_slice(
                     client, flt=flt, select=select, after=after, up_to=up_to, deliver=spool.put, stop=stop
                 )
+            except _EncodeFailed:
+                spool.finish()  # its error is raised by the reader at its place
             except BaseException as err:  # handed to the reader, raised there
                 spool.finish(err)
             else:
@@ -217,15 +288,17 @@ def _read_slices(
                         with changed:
                             changed.wait_for(_ready(spool, read, spools))
                             failed = next((x.error for x in spools if x.error is not None), None)
-                            available, done = spool.written, spool.done
+                            available, done, late = spool.written, spool.done, spool.late_error
                         if failed is not None:
                             raise failed
-                        if read == available and done:
-                            break
                         while read < available:
                             # our own file, written above by this process: not untrusted input
-                            yield from marshal.load(reader)  # noqa: S302
+                            yield marshal.loads(reader.read(spool.sizes[read]))  # noqa: S302
                             read += 1
+                        if late is not None and read == available:
+                            raise late
+                        if read == available and done:
+                            break
         finally:
             stop.set()
             for thread in threads:

@@ -15,8 +15,10 @@ from decimal import Decimal
 from typing import IO, Any, Final, Protocol
 
 from airflow_provider_b24.activities.fields import ACTIVITY_FIELD_TYPES, STAR_FIELDS
+from airflow_provider_b24.activities.parsing import parse_activity
 from airflow_provider_b24.export.encoding import csv_cell, encode_json
 from airflow_provider_b24.export.errors import ExportArgumentError
+from airflow_provider_b24.export.lines import activity_lines
 
 __all__ = [
     "FORMATS",
@@ -52,11 +54,21 @@ def csv_header(select: Sequence[str]) -> list[str]:
 class RowWriter(Protocol):
     """Writes parsed activities to a binary stream it does not own.
 
+    :meth:`write` takes one parsed activity. Pages of activities as the portal sends them are
+    written in two steps: :meth:`encode_page` (thread-safe, touches no stream: the export runs it on
+    the thread that read the page) and :meth:`write_page` of its result; :meth:`write_raw` does both.
+    Either way the bytes are those of :meth:`write` of each parsed row.
     :meth:`close` flushes everything (the stream stays open: :class:`AtomicTarget` closes it);
     :meth:`discard` drops what is buffered after a failure, without writing anything more.
     """
 
     def write(self, row: Mapping[str, Any]) -> None: ...
+
+    def encode_page(self, rows: list[dict[str, Any]]) -> Any: ...
+
+    def write_page(self, encoded: Any) -> None: ...
+
+    def write_raw(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -84,7 +96,26 @@ class _Unclosable(io.RawIOBase):
         self._dead = True
 
 
-class _TextWriter:
+class _ParsingWriter:
+    """Pages as :meth:`write` of each parsed row (nothing to do before: typed rows stay here)."""
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def encode_page(rows: list[dict[str, Any]]) -> Any:
+        return rows
+
+    def write_page(self, encoded: Any) -> None:
+        for row in encoded:
+            self.write(parse_activity(row))
+
+    def write_raw(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(parse_activity(row))
+
+
+class _TextWriter(_ParsingWriter):
     def __init__(self, stream: IO[bytes]) -> None:
         self._sink = _Unclosable(stream)
         self._text = io.TextIOWrapper(
@@ -99,12 +130,36 @@ class _TextWriter:
         self._text.close()
 
 
-class JsonLinesWriter(_TextWriter):
-    """One activity per line, UTF-8, ``\\n`` line ends (see :func:`encode_json`)."""
+class JsonLinesWriter:
+    """One activity per line, UTF-8, ``\\n`` line ends (see :func:`encode_json`).
+
+    :meth:`encode_page` (and :meth:`write_raw`) writes the same bytes straight from the portal's rows
+    (:func:`~airflow_provider_b24.export.lines.activity_lines`), a page at a time.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._sink = _Unclosable(stream)
+        self._out = io.BufferedWriter(self._sink, buffer_size=1 << 16)
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self._text.write(encode_json(row))
-        self._text.write("\n")
+        self._out.write(encode_json(row).encode("utf-8") + b"\n")
+
+    @staticmethod
+    def encode_page(rows: list[dict[str, Any]]) -> bytes:
+        return activity_lines(rows)
+
+    def write_page(self, encoded: bytes) -> None:
+        self._out.write(encoded)
+
+    def write_raw(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._out.write(activity_lines(rows))
+
+    def close(self) -> None:
+        self._out.close()  # flushes into the stream, closes only the wrapper
+
+    def discard(self) -> None:
+        self._sink.kill()
+        self._out.close()
 
 
 class CsvWriter(_TextWriter):
@@ -142,7 +197,7 @@ def parquet_available() -> bool:
 _PARQUET_ROW_GROUP: Final = 10_000
 
 
-class ParquetWriter:
+class ParquetWriter(_ParsingWriter):
     """Parquet with one column per header field, written in row groups of 10,000 rows.
 
     Column types follow the field table: integers, users and enumerations ``int64``; Y/N flags

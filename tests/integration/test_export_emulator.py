@@ -294,3 +294,38 @@ def test_slices_must_be_a_positive_integer(bitrix24_emulator_factory: Any, tmp_p
     with client_for(emu) as client, pytest.raises(ValueError, match="slices must be a positive integer"):
         export_activities(client, updated_from=YEAR_FROM, updated_to=YEAR_TO, path=tmp_path / "x", slices=0)
     assert served(emu) == 0
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_written_bytes_are_the_typed_encoding_of_the_portals_rows(
+    bitrix24_emulator_factory: Any, tmp_path: Path, fmt: str
+) -> None:
+    """The JSON lines of the parallel export (encoded straight from the wire rows) and the CSV (parsed
+    rows) are byte for byte what the typed path writes for the rows ``crm.activity.list`` returns."""
+    from airflow_provider_b24.activities import parse_activity
+    from airflow_provider_b24.export import csv_header, encode_json, open_writer
+
+    emu = bitrix24_emulator_factory(activities=12_000, rate_limit=None, tls=False, timezone="-03:30")
+    path = tmp_path / f"all.{fmt}"
+    with client_for(emu) as client:
+        export_activities(client, updated_from=YEAR_FROM, updated_to=YEAR_TO, path=path, format=fmt, slices=4)
+        params = {
+            "filter": {">=LAST_UPDATED": YEAR_FROM.isoformat(), "<LAST_UPDATED": YEAR_TO.isoformat()},
+            "select": ["*"],
+            "order": {"ID": "ASC"},
+        }
+        wire = list(client.iter_list("crm.activity.list", params))
+    assert len(wire) == 12_000
+    if fmt == "jsonl":
+        expected = "".join(encode_json(parse_activity(row)) + "\n" for row in wire).encode("utf-8")
+    else:
+        import io
+
+        buffer = io.BytesIO()
+        writer = open_writer("csv", buffer, ["*"])
+        assert writer.header == csv_header(["*"])  # type: ignore[attr-defined]
+        for row in wire:
+            writer.write(parse_activity(row))
+        writer.close()
+        expected = buffer.getvalue()
+    assert path.read_bytes() == expected

@@ -8,6 +8,7 @@ chained per batch; a short page ends it).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -93,3 +94,44 @@ def spread_rows(
 ) -> list[dict[str, Any]]:
     """``count`` rows with IDs 1..count, LAST_UPDATED every ``step`` from ``start``."""
     return [wire_row(i, start + (i - 1) * step) for i in range(1, count + 1)]
+
+
+class FakeBatchClient(FakeListClient):
+    """``FakeListClient`` with ``batch`` for ``crm.activity.list`` commands: ``>ID`` (a number or a
+    ``$result[pN][49][ID]`` reference to an earlier command), ``<=ID``, ``order ID`` ASC or DESC,
+    50 rows a page; one request per call, as the parallel export's slices send them."""
+
+    def _window(self, flt: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]]:
+        key = repr(sorted(flt.items()))
+        cache: dict[str, Any] = self.__dict__.setdefault("_windows", {})
+        if key not in cache:
+            rows = [r for r in self.rows if self._match(r, flt)]
+            cache[key] = (rows, [int(r["ID"]) for r in rows])
+        return cache[key]  # type: ignore[no-any-return]
+
+    def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False) -> Any:
+        self.stats.requests += 1
+        results: dict[str, Any] = {}
+        for key, (method, params) in commands.items():
+            assert method == "crm.activity.list"
+            flt = dict(params.get("filter", {}))
+            after = flt.pop(">ID", None)
+            if isinstance(after, str) and after.startswith("$result["):
+                ref_key = after[len("$result[") : after.index("]")]
+                earlier = results[ref_key]
+                after = earlier[49]["ID"] if len(earlier) > 49 else None
+                if after is None:
+                    results[key] = []
+                    continue
+            up_to = flt.pop("<=ID", None)
+            window, ids = self._window(flt)
+            low = 0 if after is None else bisect.bisect_right(ids, int(after))
+            high = len(ids) if up_to is None else bisect.bisect_right(ids, int(up_to))
+            rows = window[low:high]
+            if params.get("order") == {"ID": "DESC"}:
+                rows = rows[::-1]
+            select = params.get("select") or ["*"]
+            results[key] = [
+                dict(r) if "*" in select else {k: v for k, v in r.items() if k in select} for r in rows[:50]
+            ]
+        return SimpleNamespace(results=results, errors={})
