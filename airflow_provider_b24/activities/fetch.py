@@ -7,6 +7,7 @@ errors). No Airflow here (layer 2): the operator, the sensor, the trigger and sc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from airflow_provider_b24.activities.collector import young_collections_only
 from airflow_provider_b24.activities.fields import SELECT_ONLY_FIELDS
 from airflow_provider_b24.activities.ids import coerce_activity_ids
 from airflow_provider_b24.activities.parsing import ActivityParseError, parse_activities, parse_activity
@@ -157,6 +159,10 @@ def _is_per_id_error(error: Exception) -> bool:
     return per_id and not getattr(error, "retryable", False)
 
 
+#: From this many IDs on, the cyclic collector is paused during the fetch (see :mod:`.collector`).
+_GC_PAUSE_IDS: Final = 1000
+
+
 def fetch_activities(
     client: SupportsBatch,
     ids: Any,
@@ -224,28 +230,32 @@ def fetch_activities(
         raise Bitrix24ArgumentError(f"concurrency must be a positive integer, got {concurrency!r}")
     fetch_group = _fetch_group_list if strategy is FetchStrategy.LIST else _fetch_group_get
     done = 0
-    for group, part in _run_groups(
-        fetch_group, client, list(_chunks(unique_ids, per_request)), fields, concurrency
-    ):
-        fresh = {k: v for k, v in part.found.items() if k not in found}
-        if parse:  # ActivityParseError: raised here; the batches not yet sent are not sent
-            fresh = dict(zip(fresh, parse_activities(list(fresh.values())), strict=True))
-        found.update(fresh)
-        result.errors.update(part.errors)
-        result.requests += part.requests
-        done += len(group)
-        result.limiter_wait_s = _limiter_wait_s(client) - wait_at_start
-        if progress is not None:
-            progress(
-                FetchProgress(
-                    done=done,
-                    total=len(unique_ids),
-                    found=len(found),
-                    requests=result.requests,
-                    limiter_wait_s=result.limiter_wait_s,
-                    elapsed_s=time.monotonic() - started,
+    # A large fetch decodes and parses thousands of rows in a few threads: without the pause, the
+    # collector's passes over an Airflow worker's heap cost about as much as the decoding itself.
+    paused = young_collections_only() if len(unique_ids) >= _GC_PAUSE_IDS else contextlib.nullcontext()
+    with paused:
+        for group, part in _run_groups(
+            fetch_group, client, list(_chunks(unique_ids, per_request)), fields, concurrency
+        ):
+            fresh = {k: v for k, v in part.found.items() if k not in found}
+            if parse:  # ActivityParseError: raised here; the batches not yet sent are not sent
+                fresh = dict(zip(fresh, parse_activities(list(fresh.values())), strict=True))
+            found.update(fresh)
+            result.errors.update(part.errors)
+            result.requests += part.requests
+            done += len(group)
+            result.limiter_wait_s = _limiter_wait_s(client) - wait_at_start
+            if progress is not None:
+                progress(
+                    FetchProgress(
+                        done=done,
+                        total=len(unique_ids),
+                        found=len(found),
+                        requests=result.requests,
+                        limiter_wait_s=result.limiter_wait_s,
+                        elapsed_s=time.monotonic() - started,
+                    )
                 )
-            )
 
     result.activities = [found[activity_id] for activity_id in unique_ids if activity_id in found]
     result.missing_ids = [activity_id for activity_id in unique_ids if activity_id not in found]

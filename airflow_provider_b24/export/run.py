@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from airflow_provider_b24.export.collector import young_collections_only
+from airflow_provider_b24.activities.collector import young_collections_only
 from airflow_provider_b24.export.errors import ExportArgumentError, ExportCancelled
 from airflow_provider_b24.export.reading import SupportsIterList, requests_so_far
 from airflow_provider_b24.export.slices import DEFAULT_SLICES, iter_window_pages_parallel

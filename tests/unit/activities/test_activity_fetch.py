@@ -318,3 +318,44 @@ class TestCoerceSelect:
 )
 def test_max_requests(n: int, strategy: str, expected: int) -> None:
     assert max_requests(n, strategy) == expected
+
+
+class _CollectorWatchingClient(FakeClient):
+    """Records whether the cyclic collector was running during each batch."""
+
+    def __init__(self, ids: range) -> None:
+        super().__init__(ids)
+        self.collector_on: list[bool] = []
+
+    def batch(self, commands: Any, *, halt: bool = False) -> Any:
+        import gc
+
+        self.collector_on.append(gc.isenabled())
+        return super().batch(commands, halt=halt)
+
+
+@pytest.mark.parametrize("parse", [False, True])
+def test_a_large_fetch_pauses_the_collector_and_restores_it(parse: bool) -> None:
+    import gc
+
+    client = _CollectorWatchingClient(range(1, 6001))
+    assert gc.isenabled()
+    result = fetch_activities(client, list(range(1, 6001)), parse=parse)
+    assert len(result.activities) == 6000
+    assert client.collector_on == [False, False, False]  # 3 batches, all with the collector paused
+    assert gc.isenabled()
+
+
+def test_a_small_fetch_leaves_the_collector_alone_and_an_error_restores_it() -> None:
+    import gc
+
+    client = _CollectorWatchingClient(range(1, 101))
+    fetch_activities(client, list(range(1, 101)))
+    assert client.collector_on == [True]
+
+    failing = _CollectorWatchingClient(range(1, 3001))
+    failing.command_errors["ids0"] = Bitrix24AccessDenied("Access denied.", method="crm.activity.list")
+    with pytest.raises(Bitrix24AccessDenied):
+        fetch_activities(failing, list(range(1, 3001)), concurrency=1)
+    assert failing.collector_on == [False]
+    assert gc.isenabled()

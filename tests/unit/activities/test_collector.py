@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_b24.activities.collector import young_collections_only
 from airflow_provider_b24.export import export_activities
-from airflow_provider_b24.export.collector import young_collections_only
 from tests.unit.export.export_fakes import BASE, FakeListClient, spread_rows
 
 
