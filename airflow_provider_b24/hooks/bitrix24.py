@@ -22,6 +22,7 @@ from airflow_provider_b24.client import (
 from airflow_provider_b24.client.batch import Command
 from airflow_provider_b24.client.encoding import origin, redact
 from airflow_provider_b24.client.errors import Bitrix24ArgumentError, Bitrix24ConfigError, Bitrix24Error
+from airflow_provider_b24.export.slices import DEFAULT_SLICES
 from airflow_provider_b24.hooks import connection_form
 from airflow_provider_b24.hooks.token_store import AirflowVariableTokenStore, mask_secrets
 
@@ -253,16 +254,36 @@ class Bitrix24Hook(BaseHook):
         filter: Mapping[str, Any] | None = None,
         select: Sequence[str] | None = None,
         order: Mapping[str, str] | None = None,
+        *,
+        slices: int = DEFAULT_SLICES,
     ) -> Iterator[dict[str, Any]]:
-        """Every activity matching ``filter``, lazily (keyset paging unless ``order`` says otherwise)."""
+        """Every activity matching ``filter``, raw, lazily, in ascending ID order (unless ``order``).
+
+        Without ``order`` the matching IDs are read in up to ``slices`` disjoint ranges at once, as the
+        export reads them (chained keyset batches through the shared rate limiter, spooled to temporary
+        files, merged in ID order: memory stays flat): at most ``ceil(N/2500) + slices + 1`` requests.
+        ``slices=1``, an ``order`` or a filter on ``ID`` read one keyset chain (``ceil(N/2500)``).
+        """
+        if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
+            raise Bitrix24ArgumentError(f"slices must be a positive integer, got {slices!r}")
         params: dict[str, Any] = {}
         if filter:
             params["filter"] = dict(filter)
         if select:
             params["select"] = list(select)
-        if order:
-            params["order"] = dict(order)
-        return self.iter_list("crm.activity.list", params)
+        if order or slices == 1:
+            if order:
+                params["order"] = dict(order)
+            return self.iter_list("crm.activity.list", params)
+        from airflow_provider_b24.export.slices import iter_window_rows_parallel
+
+        names = [str(name) for name in select] if select else ["*"]
+        with_id = "*" in names or "ID" in (name.upper() for name in names)
+        rows = iter_window_rows_parallel(
+            self, params.get("filter", {}), names if with_id else [*names, "ID"], slices=slices
+        )
+        self._report_lineage("crm.activity.list")
+        return rows if with_id else ({k: v for k, v in row.items() if k != "ID"} for row in rows)
 
     def activity_fields(self) -> dict[str, Any]:
         """``crm.activity.fields``: field descriptions (type, flags, title)."""

@@ -106,3 +106,33 @@ def test_oauth_rotation_through_the_hook(bitrix24_emulator: Any, monkeypatch: py
     # outside a task the Variable cannot be written: the rotated pair lives in memory
     pair = hook.get_conn().auth.store.load()  # type: ignore[union-attr]
     assert pair is not None and pair.refresh_token != emu.oauth_connection()["extra"]["refresh_token"]
+
+
+def test_iter_activities_reads_id_slices_at_once_like_one_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (4 slices) returns what one keyset chain returns, in ID order, each row once,
+    with the ID added for the slicing and removed again when not selected."""
+    import math
+
+    from airflow_provider_b24.testing import Bitrix24Emulator
+
+    with Bitrix24Emulator(activities=24_000, seed=11, rate_limit=None) as emu:
+        hook = use(monkeypatch, "slices", emu.connection())
+        hidden = emu.store.hidden_ids()
+        visible = [i for i in emu.store.ids() if i not in hidden]
+
+        before = emu.stats["requests"]
+        sliced = list(hook.iter_activities(select=["ID", "SUBJECT"]))
+        sliced_requests = emu.stats["requests"] - before
+        assert [int(row["ID"]) for row in sliced] == sorted(visible)
+        assert sliced_requests <= math.ceil(len(visible) / 2500) + 4 + 1
+
+        before = emu.stats["requests"]
+        chain = list(hook.iter_activities(select=["ID", "SUBJECT"], slices=1))
+        assert emu.stats["requests"] - before <= math.ceil(len(visible) / 2500) + 1  # its first page is alone
+        assert sliced == chain
+
+        subjects = list(hook.iter_activities(select=["SUBJECT"]))
+        assert subjects == [{"SUBJECT": row["SUBJECT"]} for row in chain]
+
+        flt = {"TYPE_ID": 2}
+        assert list(hook.iter_activities(filter=flt)) == list(hook.iter_activities(filter=flt, slices=1))

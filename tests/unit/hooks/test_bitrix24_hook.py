@@ -271,11 +271,20 @@ def test_activity_methods(webhook: Bitrix24Hook) -> None:
         assert json.loads(dele.last_request.body) == {"id": 5}
         assert webhook.activity_fields() == {"ID": {"type": "integer"}}
         assert webhook.communication_fields() == {"TYPE": {"type": "string"}}
-        rows = list(webhook.iter_activities(filter={"OWNER_ID": 3}, select=["ID"]))
+        rows = list(webhook.iter_activities(filter={"OWNER_ID": 3}, select=["ID"], slices=1))
         assert rows == [{"ID": "5"}]
         body = json.loads(lst.last_request.body)
         assert body["filter"] == {"OWNER_ID": 3, ">ID": 0}
         assert body["order"] == {"ID": "ASC"} and body["start"] == -1
+
+
+@pytest.mark.parametrize("slices", [0, -1, True, 1.5, "4"])
+def test_iter_activities_refuses_a_bad_slice_count_before_any_request(
+    webhook: Bitrix24Hook, slices: Any
+) -> None:
+    with rm.Mocker() as mocker, pytest.raises(Bitrix24ConfigError, match="slices must be"):
+        webhook.iter_activities(slices=slices)
+    assert mocker.call_count == 0
 
 
 def test_activity_id_validation(webhook: Bitrix24Hook) -> None:
