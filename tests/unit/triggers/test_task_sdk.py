@@ -138,7 +138,8 @@ async def test_worker_threads_reach_the_supervisor_through_the_loop(channel: Sup
 
     missing, stored = await asyncio.to_thread(in_a_worker)
     assert (missing, stored) == (None, '{"refresh_token": "r1"}')
-    assert [name for name, _t in channel.asends] == ["GetVariable", "PutVariable", "MaskSecret", "GetVariable"]
+    sent = [name for name, _t in channel.asends]
+    assert sent == ["GetVariable", "PutVariable", "MaskSecret", "GetVariable"]
     assert channel.threads() == {loop_thread} and channel.sync_sends == []
     assert channel.masked == ["r1"]
 
