@@ -166,7 +166,12 @@ class EventLoopTaskSdk:
                 "EventLoopTaskSdk.call() on the event loop's thread would block the loop; await the "
                 "coroutine instead"
             )
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(self.timeout)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        except RuntimeError:  # the loop is closed (the triggerer is stopping)
+            coroutine.close()
+            raise
+        return future.result(self.timeout)
 
     def get_variable(self, name: str) -> Any:
         if triggerer_comms() is None:
@@ -199,7 +204,8 @@ def _import_hook_module() -> None:
 async def open_hook(conn_id: str) -> Bitrix24Hook:
     """A :class:`~airflow_provider_b24.hooks.bitrix24.Bitrix24Hook` for ``conn_id``, built on the event loop.
 
-    The connection comes from ``aget_connection`` (shielded from cancellation), its settings are read
+    In a triggerer the connection comes from ``aget_connection`` (shielded from cancellation; outside
+    one, from the synchronous API in a worker thread, as in a task), its settings are read
     and validated here (raising ``Bitrix24ConfigError`` naming the field) and its secrets masked; the
     hook's worker threads reach Airflow only through an :class:`EventLoopTaskSdk` on this loop.
     Call it on the loop the trigger runs on (worker threads: ``EventLoopTaskSdk.call(open_hook(...))``).
@@ -212,7 +218,10 @@ async def open_hook(conn_id: str) -> Bitrix24Hook:
     from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
     loop = asyncio.get_running_loop()
-    connection = await asyncio.shield(BaseHook.aget_connection(conn_id))
+    if triggerer_comms() is not None:
+        connection = await asyncio.shield(BaseHook.aget_connection(conn_id))
+    else:  # ``dags test`` in-line: its in-process supervisor answers ``send`` only (no ``asend``)
+        connection = await sync_to_async(BaseHook.get_connection, thread_sensitive=False)(conn_id)
     hook = Bitrix24Hook(bitrix24_conn_id=conn_id, connection=connection, task_sdk=EventLoopTaskSdk(loop=loop))
     settings = hook.get_settings()  # on the loop: masks locally
     if triggerer_comms() is not None:

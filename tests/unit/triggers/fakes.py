@@ -142,6 +142,10 @@ class SupervisorChannel:
     async def asend(self, msg: Any) -> Any:
         self.asends.append((type(msg).__name__, threading.get_ident()))
         await asyncio.sleep(0)  # a real exchange waits for the supervisor's answer
+        return self.answer(msg)
+
+    def answer(self, msg: Any) -> Any:
+        """The supervisor's answer to ``msg``."""
         if isinstance(msg, GetConnection):
             conn = self.connections.get(msg.conn_id)
             if conn is None:

@@ -220,6 +220,41 @@ async def test_open_hook_hands_the_resolved_connection_to_the_hook(
     assert no_sync_get_connection == []
 
 
+class InProcessChannel:
+    """``airflow dags test``'s in-process supervisor, which runs triggers in-line: ``send`` only."""
+
+    def __init__(self, connections: dict[str, dict[str, Any]]) -> None:
+        self.answers = SupervisorChannel()
+        self.answers.connections = connections
+        self.sent: list[str] = []
+
+    def send(self, msg: Any) -> Any:
+        self.sent.append(type(msg).__name__)
+        return self.answers.answer(msg)
+
+
+@pytest.mark.asyncio
+async def test_dags_test_in_line_resolves_the_connection_with_the_sync_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No ``asend`` (the in-process supervisor of ``dags test``): ``aget_connection`` could not reach
+    it, so the synchronous API is used, in a worker thread, as in a task."""
+    inline = InProcessChannel(
+        {
+            "b24": {
+                "conn_type": "bitrix24",
+                "host": "https://in-line.example",
+                "login": "3",
+                "password": "code-3",
+            }
+        }
+    )
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", inline, raising=False)
+    hook = await open_hook("b24")
+    assert hook.get_settings().portal.base_url == "https://in-line.example"
+    assert "GetConnection" in inline.sent
+
+
 # -- OAuth token rotation while a poll runs (emulator, real hook) -----------------------------------
 
 
