@@ -24,9 +24,11 @@ from airflow_provider_b24.client.encoding import origin, redact
 from airflow_provider_b24.client.errors import Bitrix24ArgumentError, Bitrix24ConfigError, Bitrix24Error
 from airflow_provider_b24.export.slices import DEFAULT_SLICES
 from airflow_provider_b24.hooks import connection_form
-from airflow_provider_b24.hooks.token_store import AirflowVariableTokenStore, mask_secrets
+from airflow_provider_b24.hooks.token_store import AirflowVariableTokenStore, SyncTaskSdk, TaskSdk
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
     from airflow_provider_b24.client.auth import TokenStore
 
 
@@ -79,6 +81,10 @@ class Bitrix24Hook(BaseHook):
     host>/<entity>`` assets, once per hook and entity (``docs/lineage.md``).
 
     :param bitrix24_conn_id: the Airflow connection of type ``bitrix24``.
+    :param connection: that connection, already resolved (triggers resolve it with ``aget_connection``
+        on the triggerer's event loop); by default it is looked up on first use.
+    :param task_sdk: how Variables (rotated OAuth tokens) are read and written and secrets masked;
+        default :class:`~airflow_provider_b24.hooks.token_store.SyncTaskSdk` (the Task SDK's sync API).
     """
 
     conn_name_attr = "bitrix24_conn_id"
@@ -86,9 +92,18 @@ class Bitrix24Hook(BaseHook):
     conn_type = "bitrix24"
     hook_name = "Bitrix24"
 
-    def __init__(self, bitrix24_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        bitrix24_conn_id: str = default_conn_name,
+        *,
+        connection: Connection | None = None,
+        task_sdk: TaskSdk | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.bitrix24_conn_id = bitrix24_conn_id
+        self._connection = connection
+        self.task_sdk: TaskSdk = task_sdk or SyncTaskSdk()
         self._client: Bitrix24Client | None = None
         self._settings: ConnectionSettings | None = None
         #: Datasets already reported to Airflow's hook-lineage collector (once per hook and dataset).
@@ -111,7 +126,9 @@ class Bitrix24Hook(BaseHook):
     def get_settings(self) -> ConnectionSettings:
         """Read and validate the connection (raises :class:`Bitrix24ConfigError` naming the field)."""
         if self._settings is None:
-            conn = self.get_connection(self.bitrix24_conn_id)
+            conn = self._connection
+            if conn is None:
+                conn = self.get_connection(self.bitrix24_conn_id)
             extra = conn.extra_dejson
             if not isinstance(extra, Mapping):
                 raise Bitrix24ConfigError("the connection's extra must be a JSON object")
@@ -123,7 +140,7 @@ class Bitrix24Hook(BaseHook):
                 schema=conn.schema,
                 extra=extra,
             )
-            mask_secrets(*settings.secrets)
+            self.task_sdk.mask_secrets(*settings.secrets)
             self._settings = settings
         return self._settings
 
@@ -133,7 +150,12 @@ class Bitrix24Hook(BaseHook):
         seed = None
         if oauth.access_token or oauth.refresh_token:
             seed = TokenPair(access_token=oauth.access_token or "", refresh_token=oauth.refresh_token or "")
-        store = AirflowVariableTokenStore(self.bitrix24_conn_id, seed, logger=self.log)  # type: ignore[arg-type]
+        store = AirflowVariableTokenStore(
+            self.bitrix24_conn_id,
+            seed,
+            logger=self.log,  # type: ignore[arg-type]
+            task_sdk=self.task_sdk,
+        )
         if store.load() is None:
             raise Bitrix24ConfigError(
                 "extra refresh_token is empty and the Variable "

@@ -11,6 +11,12 @@ the metadata DB, the one component every process of a deployment shares.
 Where no Variable API works (a plain script, a unit test without a task runner), writes fall back to
 process memory with a warning: the rotated refresh token then dies with the process.
 
+How the store reaches Airflow (Variables, the secrets masker) is a :class:`TaskSdk`: by default the
+Task SDK's synchronous API in the calling thread (:class:`SyncTaskSdk`, right for tasks). Triggers pass
+one that runs every call on the triggerer's event loop
+(:class:`airflow_provider_b24.triggers.task_sdk.EventLoopTaskSdk`): Airflow 3.1's trigger runner
+crashes when a trigger's worker thread talks to the supervisor synchronously (apache/airflow#64620).
+
 Guarantees (Bitrix24 refresh tokens are single-use: a refresh returns a new pair and the old refresh
 token then gets ``invalid_grant``):
 
@@ -44,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_provider_b24.client.auth import TokenPair
 from airflow_provider_b24.client.client import LoggerLike
@@ -73,6 +79,40 @@ def mask_secrets(*values: str | None) -> None:
             mask_secret(value)
 
 
+class TaskSdk(Protocol):
+    """What the hook and its token store ask of Airflow: Variables and the secrets masker.
+
+    ``get_variable`` returns the stored value, or ``None`` when the Variable does not exist, and
+    raises when it cannot be read (no Variable API here, a backend failure).
+    """
+
+    def get_variable(self, name: str) -> Any: ...
+
+    def set_variable(self, name: str, value: str, description: str) -> None: ...
+
+    def mask_secrets(self, *values: str | None) -> None: ...
+
+
+class SyncTaskSdk:
+    """The Task SDK's synchronous API, in the calling thread (tasks, scripts, ``dags test``)."""
+
+    def __repr__(self) -> str:
+        return "SyncTaskSdk()"
+
+    def get_variable(self, name: str) -> Any:
+        from airflow.sdk import Variable
+
+        return Variable.get(name, default=None)
+
+    def set_variable(self, name: str, value: str, description: str) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(name, value, description=description)
+
+    def mask_secrets(self, *values: str | None) -> None:
+        mask_secrets(*values)
+
+
 class AirflowVariableTokenStore:
     """A :class:`~airflow_provider_b24.client.auth.TokenStore` backed by an Airflow Variable.
 
@@ -83,6 +123,8 @@ class AirflowVariableTokenStore:
     :param poll_interval: seconds between its re-reads of the Variable.
     :param clock: monotonic clock (a seam for tests).
     :param sleep: sleep function (a seam for tests).
+    :param task_sdk: how Variables are read and written and secrets masked (default
+        :class:`SyncTaskSdk`; triggers pass one that runs on the triggerer's event loop).
     """
 
     def __init__(
@@ -95,8 +137,10 @@ class AirflowVariableTokenStore:
         poll_interval: float = ADOPT_POLL_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        task_sdk: TaskSdk | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self.task_sdk: TaskSdk = task_sdk or SyncTaskSdk()
         self.adopt_timeout = adopt_timeout
         self.poll_interval = poll_interval
         self._clock = clock
@@ -119,9 +163,7 @@ class AirflowVariableTokenStore:
     # ------------------------------------------------------------------ Variable access
     def _read_variable(self) -> TokenPair | None:
         try:
-            from airflow.sdk import Variable
-
-            raw: Any = Variable.get(self.name, default=None)
+            raw: Any = self.task_sdk.get_variable(self.name)
         except Exception as exc:  # no API (plain script) or a backend failure: seeds/memory apply
             self.log.debug("Bitrix24 token Variable %s not readable (%s)", self.name, type(exc).__name__)
             self._variable_readable = False
@@ -141,10 +183,8 @@ class AirflowVariableTokenStore:
 
     def _write_variable(self, pair: TokenPair) -> bool:
         try:
-            from airflow.sdk import Variable
-
             text = json.dumps(pair.to_dict())
-            Variable.set(self.name, text, description="Bitrix24 OAuth token pair (rotated)")
+            self.task_sdk.set_variable(self.name, text, "Bitrix24 OAuth token pair (rotated)")
         except Exception:  # no Variable API here (plain script, unit test) or the backend refused
             return False
         return True
@@ -159,12 +199,12 @@ class AirflowVariableTokenStore:
             pair = self._read_variable()
         pair = pair or memory or self._seed
         if pair:
-            mask_secrets(pair.access_token, pair.refresh_token)
+            self.task_sdk.mask_secrets(pair.access_token, pair.refresh_token)
         return pair
 
     def save(self, pair: TokenPair) -> None:
         """Keep the new pair in memory and write it to the Variable (warn when that is impossible)."""
-        mask_secrets(pair.access_token, pair.refresh_token)
+        self.task_sdk.mask_secrets(pair.access_token, pair.refresh_token)
         with self._guard:
             self._memory = pair
         if self._write_variable(pair):
@@ -196,7 +236,7 @@ class AirflowVariableTokenStore:
             if not self._variable_readable:
                 return None  # no shared store here (a plain script): nobody can hand a pair over
             if pair is not None and pair.refresh_token and pair.refresh_token != spent.refresh_token:
-                mask_secrets(pair.access_token, pair.refresh_token)
+                self.task_sdk.mask_secrets(pair.access_token, pair.refresh_token)
                 with self._guard:
                     self._memory = pair
                 self.log.info(
@@ -226,4 +266,11 @@ class AirflowVariableTokenStore:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-__all__ = ["VARIABLE_PREFIX", "AirflowVariableTokenStore", "mask_secrets", "variable_name"]
+__all__ = [
+    "VARIABLE_PREFIX",
+    "AirflowVariableTokenStore",
+    "SyncTaskSdk",
+    "TaskSdk",
+    "mask_secrets",
+    "variable_name",
+]

@@ -161,22 +161,19 @@ class Bitrix24ActivityChangesTrigger(BaseEventTrigger):
         Airflow 3.1.8's triggerer crashes (the whole trigger runner: "Response read out of order!")
         when a trigger calls the Task SDK synchronously from a worker thread (``get_connection``,
         ``mask_secret``, ``Variable.get``) while the runner talks to its supervisor
-        (apache/airflow#64620, fixed by apache/airflow#66412 in 3.3). So the connection is fetched with
-        ``aget_connection`` and the settings are read (and their secrets masked) here, on the event
-        loop; the worker thread only does HTTP to Bitrix24.
+        (apache/airflow#64620, fixed by apache/airflow#66412 in 3.3). So the hook is opened by
+        :func:`~airflow_provider_b24.triggers.task_sdk.open_hook` here, on the event loop (connection
+        from ``aget_connection``, settings read and masked); the worker thread only does HTTP to
+        Bitrix24 (OAuth token rotation reaches its Variable through the loop as well).
         """
-        from airflow.sdk import BaseHook
+        from airflow_provider_b24.triggers.task_sdk import open_hook
 
         await sync_to_async(self._import_heavy_modules, thread_sensitive=False)()
         from airflow_provider_b24.changes.offline import WRONG_AUTH_TYPE_HELP
         from airflow_provider_b24.changes.sources import make_feed
-        from airflow_provider_b24.hooks.bitrix24 import Bitrix24Hook
 
         if self._hook is None:
-            connection = await BaseHook.aget_connection(self.bitrix24_conn_id)
-            hook = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
-            hook.get_connection = lambda conn_id: connection  # type: ignore[method-assign,assignment]
-            self._hook = hook
+            self._hook = await open_hook(self.bitrix24_conn_id)
         settings = self._hook.get_settings()
         if self.source == "offline_events" and settings.auth_type != "oauth":
             raise config_error(f"connection {self.bitrix24_conn_id!r}: {WRONG_AUTH_TYPE_HELP}")

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any, Protocol
 
-from asgiref.sync import sync_to_async
+from airflow_provider_b24.triggers.task_sdk import aget_variable, aset_variable
 
 KEY_PREFIX = "bitrix24_changes"
 
@@ -67,66 +67,26 @@ class AssetStateCursorStore:
         await self.accessors.aset(self.key, state)
 
 
-def _triggerer_comms() -> Any:
-    """The triggerer's channel to its supervisor (has ``asend``), or None outside a triggerer."""
-    try:
-        from airflow.sdk.execution_time import task_runner
-    except ImportError:  # pragma: no cover - no Task SDK
-        return None
-    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
-    return comms if callable(getattr(comms, "asend", None)) else None
-
-
 class VariableCursorStore:
     """The cursor in an Airflow Variable (Airflow 3.1 / 3.2).
 
     In the triggerer the Variable is read and written with the supervisor channel's ``asend`` on the
-    event loop, the way the runner itself talks to its supervisor. The Task SDK's synchronous
-    ``Variable.get/set`` from a worker thread can interleave with the runner's own messages on
-    Airflow 3.1.8 and kill the trigger runner ("Response read out of order!"); seen in ``make demo``.
-    Outside a triggerer (scripts, tests) the synchronous API is used, in a worker thread.
+    event loop (:func:`~airflow_provider_b24.triggers.task_sdk.aget_variable`), the way the runner
+    itself talks to its supervisor. The Task SDK's synchronous ``Variable.get/set`` from a worker
+    thread can interleave with the runner's own messages on Airflow 3.1.8 and kill the trigger runner
+    ("Response read out of order!", apache/airflow#64620); seen in ``make demo``. Outside a triggerer
+    (scripts, tests) the synchronous API is used, in a worker thread.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.description = f"the Airflow Variable {name!r}"
 
-    def _get(self) -> Any:
-        from airflow.sdk import Variable
-
-        return Variable.get(self.name, default=None)
-
-    def _set(self, text: str) -> None:
-        from airflow.sdk import Variable
-
-        Variable.set(self.name, text, description=_DESCRIPTION)
-
     async def load(self) -> dict[str, Any] | None:
-        comms = _triggerer_comms()
-        if comms is None:
-            return _decode(await sync_to_async(self._get, thread_sensitive=False)(), self.description)
-        from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, VariableResult
-
-        response = await comms.asend(GetVariable(key=self.name))
-        if isinstance(response, VariableResult):
-            return _decode(response.value, self.description)
-        if isinstance(response, ErrorResponse) and str(getattr(response.error, "value", response.error)) == (
-            "VARIABLE_NOT_FOUND"
-        ):
-            return None
-        raise RuntimeError(f"reading {self.description} failed: {response!r:.300}")
+        return _decode(await aget_variable(self.name), self.description)
 
     async def save(self, state: dict[str, Any]) -> None:
-        text = json.dumps(state, sort_keys=True)
-        comms = _triggerer_comms()
-        if comms is None:
-            await sync_to_async(self._set, thread_sensitive=False)(text)
-            return
-        from airflow.sdk.execution_time.comms import ErrorResponse, PutVariable
-
-        response = await comms.asend(PutVariable(key=self.name, value=text, description=_DESCRIPTION))
-        if isinstance(response, ErrorResponse):
-            raise RuntimeError(f"writing {self.description} failed: {response!r:.300}")
+        await aset_variable(self.name, json.dumps(state, sort_keys=True), _DESCRIPTION)
 
 
 _DESCRIPTION = "Bitrix24 change feed cursor (written by the triggerer)"

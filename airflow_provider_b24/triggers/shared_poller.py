@@ -9,6 +9,12 @@ Each trigger reads its reports in its own ``run()``, logs them (in its own task 
 one event. The pure logic (unions, splitting, due times, whose error) is
 :mod:`airflow_provider_b24.activities.shared_poll`.
 
+The worker thread only does HTTP. The hook is opened on the event loop
+(:func:`~airflow_provider_b24.triggers.task_sdk.open_hook`: the connection from ``aget_connection``)
+the first time a poll needs it, and whatever the hook's thread still needs from Airflow (OAuth tokens
+in their Variable, the secrets masker) runs on the loop too: Airflow 3.1's trigger runner crashes on
+synchronous Task SDK calls from worker threads (apache/airflow#64620).
+
 The triggerer imports this module on its event loop, so it imports nothing heavy: the domain module
 (which imports the client and ``requests``) is imported in a worker thread when the first trigger
 joins.
@@ -157,8 +163,8 @@ class SharedActivityPoller:
     :class:`~airflow_provider_b24.activities.shared_poll.PollSchedule` (a member is never polled
     before its ``first_poll_delay``; polls run at the smallest member interval, no faster than the
     client's rate limit). Only one poll is in flight at a time, in a worker thread
-    (``sync_to_async(thread_sensitive=False)``, which also lets the hook reach the triggerer's
-    supervisor from that thread on Airflow 3.1).
+    (``sync_to_async(thread_sensitive=False)``); the hook is opened on the event loop when a poll
+    first needs it (:meth:`_open_hook`), so no synchronous Task SDK call is made from the thread.
 
     :param bitrix24_conn_id: the connection every member uses.
     :param loop: the event loop the members run on.
@@ -179,6 +185,8 @@ class SharedActivityPoller:
         self._wake = asyncio.Event()
         self._hook: Any = None
         self._lock = threading.Lock()
+        #: taken by worker threads only (never by the loop, which they wait for while holding it).
+        self._opening = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -326,7 +334,6 @@ class SharedActivityPoller:
     ) -> tuple[PollOutcome, dict[int, BaseException], float]:
         from airflow_provider_b24.activities import fetch_activities
         from airflow_provider_b24.exceptions import ErrorOutcome, error_outcome
-        from airflow_provider_b24.hooks import bitrix24
 
         domain = _loaded[_DOMAIN_MODULE]
         invalid: dict[int, BaseException] = {}
@@ -345,20 +352,30 @@ class SharedActivityPoller:
         def fetch(ids: list[int], select: list[str]) -> Any:
             if not ids:
                 return fetch_activities(None, [])  # type: ignore[arg-type]  # no request for no IDs
-            with self._lock:
-                hook = self._hook
-            if hook is None:
-                # Built here, in the worker thread: resolving the connection may talk to the
-                # triggerer's supervisor synchronously, which must not happen on the event loop.
-                hook = bitrix24.Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
-                with self._lock:
-                    self._hook = hook
-            return fetch_activities(hook, ids, select=select)
+            return fetch_activities(self._open_hook(), ids, select=select)
 
         outcome = domain.poll_members(
             fetch, specs, is_final=lambda error: error_outcome(error) is not ErrorOutcome.RETRY
         )
         return outcome, invalid, _rate_of(self._hook)
+
+    def _open_hook(self) -> Any:
+        """The poller's hook (worker thread); the first call opens it on the event loop and waits.
+
+        :func:`~airflow_provider_b24.triggers.task_sdk.open_hook` resolves the connection with
+        ``aget_connection`` there; its errors (an unknown connection, a bad field) are raised here,
+        inside the poll, and handled like any error of the fetch (connection-wide: every member's).
+        """
+        from airflow_provider_b24.triggers.task_sdk import EventLoopTaskSdk, open_hook
+
+        with self._opening:
+            with self._lock:
+                hook = self._hook
+            if hook is None:
+                hook = EventLoopTaskSdk(loop=self.loop).call(open_hook(self.bitrix24_conn_id))
+                with self._lock:
+                    self._hook = hook
+            return hook
 
     def _close_hook(self) -> None:
         """Close the hook (a poll still in flight then fails harmlessly: nobody awaits its answer)."""

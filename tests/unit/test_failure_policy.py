@@ -8,7 +8,9 @@ the operators but failed the sensor at once; now every adapter gives every error
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -92,6 +94,10 @@ class RaisingOnce(FakeClient):
             raise error
         return super().batch(*args, **kwargs)
 
+    def get_settings(self) -> Any:
+        """What a trigger reads when it opens the hook (rate limit 0: unknown)."""
+        return SimpleNamespace(config=SimpleNamespace(rate_limit=0.0), secrets=[])
+
 
 class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
@@ -138,6 +144,9 @@ def test_sensor(error: BaseException, outcome: ErrorOutcome) -> None:
 @pytest.mark.parametrize(("error", "outcome"), IDS)
 def test_trigger(error: BaseException, outcome: ErrorOutcome, monkeypatch: pytest.MonkeyPatch) -> None:
     hook = RaisingOnce(error)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BITRIX24_DEFAULT", json.dumps({"conn_type": "bitrix24", "host": "b24.example"})
+    )
     monkeypatch.setattr("airflow_provider_b24.hooks.bitrix24.Bitrix24Hook", lambda **_: hook)
     trigger = Bitrix24ActivityTrigger(activity_ids=[1, 2], poll_interval=0.01, first_poll_delay=0)
 

@@ -82,8 +82,9 @@ def collect(results: list[list[dict[str, Any]]]) -> list[int]:
 def sensor_fleet() -> None:
     """Four mapped deferrable sensors (one triggerer shares their polls).
 
-    ``poke_interval=5``: each trigger's first poll (``first_poll_delay``) comes 5 s after it starts,
-    clear of Airflow's race with events fired within seconds of a deferral (docs/sensor.md).
+    ``poke_interval=5``: each trigger's first poll (``first_poll_delay``: ``max(5, 10)``) comes 10 s
+    after it starts, clear of Airflow's race with events fired within seconds of a deferral
+    (docs/sensor.md).
     """
     waits = Bitrix24ActivitySensor.partial(
         task_id="wait", until="completed", deferrable=True, poke_interval=5, timeout=240

@@ -235,13 +235,14 @@ async def test_run_yields_one_error_event_for_unrecoverable_errors(portal: Porta
 
 @pytest.mark.asyncio
 async def test_run_error_when_hook_cannot_be_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(**_: Any) -> Any:
-        raise Bitrix24ConfigError("connection 'nope' has no host")
-
-    monkeypatch.setattr("airflow_provider_b24.hooks.bitrix24.Bitrix24Hook", broken)
-    events = await collect(trigger(bitrix24_conn_id="nope"))
+    """A connection without a portal URL: the real hook refuses it (on the event loop), no request."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOHOST", json.dumps({"conn_type": "bitrix24", "login": "1", "password": "x"})
+    )
+    events = await collect(trigger(bitrix24_conn_id="nohost"))
     assert [e.payload["status"] for e in events] == ["error"]
-    assert "has no host" in events[0].payload["message"]
+    assert events[0].payload["message"].startswith("Bitrix24ConfigError: ")
+    assert "host" in events[0].payload["message"]
 
 
 @pytest.mark.asyncio
