@@ -355,64 +355,17 @@ def _parser_for(field_types: Mapping[str, str]) -> Callable[[Mapping[str, Any]],
         return known
     kinds = {name: kind for name, word in field_types.items() if (kind := _kind(name, word)) is not None}
     general = {name: _converter(name, word) for name, word in field_types.items()}
-    get = kinds.get
     zones = _ZONES
     fromisoformat = _fromisoformat
     new_datetime = _DateTime
 
     def ordered(raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Field by field in the row's order: the reference, and the one that reports the first bad
-        field of a row (the fast parser below falls back to it on any error)."""
+        """Field by field in the row's order, through the general converters (which accept every value
+        the fast paths below accept, with the same result): the path that reports the first bad field
+        of a row, taken when the fast parser meets an error."""
         parsed: dict[str, Any] = {}
-        for key, wire in raw.items():
-            value = wire
-            if value is not None:
-                kind = get(key)
-                if kind is None:
-                    pass
-                elif kind is _INT:
-                    if value.__class__ is str and value.isdigit() and value.isascii():
-                        value = int(value)
-                    else:
-                        value = general[key](value)  # type: ignore[misc]
-                elif kind is _DATETIME or kind is _DEADLINE:
-                    # The portal's own shape exactly, YYYY-MM-DDThh:mm:ss±hh:mm; else the general path.
-                    if (
-                        value.__class__ is str
-                        and len(value) == 25
-                        and value[4:11:3] == "--T"
-                        and value[13:17:3] == "::"
-                        and value[11:13] != "24"
-                        and (zone := zones.get(value[19:]) or _zone(value[19:])) is not None
-                        and not (kind is _DEADLINE and value[:5] == _NO_DEADLINE_PREFIX)
-                    ):
-                        try:
-                            wall = fromisoformat(value[:19])
-                        except ValueError:
-                            value = general[key](value)  # type: ignore[misc]
-                        else:
-                            value = new_datetime(
-                                wall.year,
-                                wall.month,
-                                wall.day,
-                                wall.hour,
-                                wall.minute,
-                                wall.second,
-                                0,
-                                tzinfo=zone,
-                            )
-                    else:
-                        value = general[key](value)  # type: ignore[misc]
-                elif kind is _FLAG:
-                    if value == "Y" and value.__class__ is str:
-                        value = True
-                    elif value == "N" and value.__class__ is str:
-                        value = False
-                    else:
-                        value = general[key](value)  # type: ignore[misc]
-                else:
-                    value = kind(value)
-            parsed[key] = value
+        for key, value in raw.items():
+            parsed[key] = general[key](value) if value is not None and key in kinds else value  # type: ignore[misc]
         return parsed
 
     # The fast parser: copy the row (strings, ``None`` and unknown fields are final as sent, in the
