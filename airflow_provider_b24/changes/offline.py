@@ -1,7 +1,7 @@
 """``source="offline_events"``: the portal's offline event queue for CRM activities (OAuth apps only).
 
 Bitrix24 records a change of any entity whose event an application bound with ``event_type=offline``
-in a queue the application pulls (reference: events-lineage-storage.md §1.4-1.5). The queue keeps
+in a queue the application pulls (the ``event.offline.*`` methods of the Bitrix24 docs). The queue keeps
 the current state, not the history: repeated changes of one activity leave one record per event
 name. It is the only way to see deletions.
 

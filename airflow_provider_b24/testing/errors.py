@@ -1,4 +1,9 @@
-"""Error bodies exactly as the portal sends them (reference §1, §4, §6)."""
+"""Error bodies exactly as the portal sends them.
+
+From the method pages (``crm.activity.*``), the OAuth errors
+(https://apidocs.bitrix24.com/settings/oauth/error-codes.html) and the system error codes
+(https://apidocs.bitrix24.com/error-codes.html).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ class ApiError(Exception):
         out.update(self.extra)
         return out
 
-    # System errors (§6) ---------------------------------------------------------------
+    # System errors (error-codes.html) ---------------------------------------------------------------
     @classmethod
     def https_required(cls) -> ApiError:
         return cls(400, "INVALID_REQUEST", "Https required")

@@ -1,7 +1,7 @@
 """Event handlers and the offline event queue: ``event.bind/unbind/get``, ``event.offline.*``.
 
-Written from the Bitrix24 docs and the REST module's code as summarised in
-``../shared/reference/events-lineage-storage.md`` §1.3-1.5:
+Written from the Bitrix24 docs (the ``event.offline.*`` pages and
+https://apidocs.bitrix24.com/api-reference/events/safe-event-handlers.html) and the REST module's code:
 
 * only applications (OAuth) may call these methods: a webhook gets 403 ``WRONG_AUTH_TYPE``
   "Current authorization type is denied for this method";

@@ -1,4 +1,6 @@
-"""The ``crm.activity.*`` field catalogue (reference §2, §1.7) and the wire key order.
+"""The ``crm.activity.*`` field catalogue and the wire key order, from ``crm.activity.fields``
+(https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-fields.html)
+and ``crm.activity.communication.fields``.
 
 One table drives ``crm.activity.fields``, the typed filter comparisons and the ``select *`` shape.
 """
@@ -47,7 +49,7 @@ class FieldDescription(TypedDict, total=False):
 
 _F = FieldSpec
 # PROVIDER_ID and NOTIFY_VALUE are read-only in the docs' table but not in the JSON example;
-# the reference (§8) says to trust the live JSON, so they are not read-only here.
+# the live JSON is trusted over the table, so they are not read-only here.
 ACTIVITY_FIELDS: Final[dict[str, FieldSpec]] = {
     "ID": _F("integer", "ID", read_only=True),
     "OWNER_ID": _F("integer", "Owner ID", immutable=True),

@@ -24,9 +24,9 @@ from airflow_provider_b24.testing.store import ActivityStore
 
 __all__ = ["HANDLERS", "NOT_FOUND", "Env", "MethodResult", "param", "scope_of"]
 
-# The reference (§8) lists "Activity is not found" (docs) and "Not found" (observed on sibling
-# legacy getters). The emulator answers "Not found" (``not_found_message`` switches it, e.g. to
-# "Activity is not found"); clients should match /not found/i.
+# The docs name "Activity is not found" for crm.activity.get; sibling legacy getters answer "Not found".
+# The emulator answers "Not found" (``not_found_message`` switches it, e.g. to "Activity is not found");
+# clients should match /not found/i.
 NOT_FOUND = "Not found"
 
 
