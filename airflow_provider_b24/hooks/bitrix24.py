@@ -22,7 +22,7 @@ from airflow_provider_b24.client import (
 from airflow_provider_b24.client.batch import Command
 from airflow_provider_b24.client.encoding import origin, redact
 from airflow_provider_b24.client.errors import Bitrix24ArgumentError, Bitrix24ConfigError, Bitrix24Error
-from airflow_provider_b24.export.slices import DEFAULT_SLICES
+from airflow_provider_b24.export.slices import DEFAULT_SLICES, iter_window_rows_parallel
 from airflow_provider_b24.hooks import connection_form
 from airflow_provider_b24.hooks.token_store import AirflowVariableTokenStore, SyncTaskSdk, TaskSdk
 
@@ -288,21 +288,19 @@ class Bitrix24Hook(BaseHook):
         """
         if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
             raise Bitrix24ArgumentError(f"slices must be a positive integer, got {slices!r}")
-        params: dict[str, Any] = {}
-        if filter:
-            params["filter"] = dict(filter)
-        if select:
-            params["select"] = list(select)
         if order or slices == 1:
+            params: dict[str, Any] = {}
+            if filter:
+                params["filter"] = dict(filter)
+            if select:
+                params["select"] = list(select)
             if order:
                 params["order"] = dict(order)
             return self.iter_list("crm.activity.list", params)
-        from airflow_provider_b24.export.slices import iter_window_rows_parallel
-
         names = [str(name) for name in select] if select else ["*"]
         with_id = "*" in names or "ID" in (name.upper() for name in names)
         rows = iter_window_rows_parallel(
-            self, params.get("filter", {}), names if with_id else [*names, "ID"], slices=slices
+            self, dict(filter or {}), names if with_id else [*names, "ID"], slices=slices
         )
         self._report_lineage("crm.activity.list")
         return rows if with_id else ({k: v for k, v in row.items() if k != "ID"} for row in rows)
